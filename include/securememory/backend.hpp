@@ -1,0 +1,63 @@
+// securememory: the interface a memory provider (backend) implements.
+//
+// A backend only knows how to get, protect and give back memory. It knows
+// nothing about threads, reader counts or closing: the one access state
+// machine in lib/secret.cpp drives it. Built-in backends live in
+// lib/backends/; an application can add its own with register_backend().
+#pragma once
+
+#include <securememory/config.hpp>
+
+#include <cstddef>
+#include <string_view>
+
+namespace securememory {
+
+/// What the memory of a region may be used for.
+enum class access : unsigned char {
+  none,        ///< No access: any read or write faults.
+  read,        ///< Read-only: reads work, writes fault.
+  read_write,  ///< Readable and writable (only while the library fills or wipes it).
+};
+
+/// One secret's memory, as a backend handed it out.
+struct region {
+  std::byte* data = nullptr;  ///< First byte of the secret (size bytes follow).
+  std::size_t size = 0;       ///< Bytes the user asked for.
+  void* base = nullptr;       ///< Backend-private: start of what was mapped.
+  std::size_t mapped = 0;     ///< Bytes of address space this region costs.
+  std::size_t locked = 0;     ///< Bytes of locked memory this region costs.
+};
+
+/// A memory provider. Implementations must be safe to call from several
+/// threads for *different* regions at once; the state machine never calls a
+/// backend for the same region from two threads at once.
+class SECUREMEMORY_API backend {
+ public:
+  backend() = default;
+  backend(const backend&) = delete;
+  backend& operator=(const backend&) = delete;
+  virtual ~backend();
+
+  /// The name the backend is registered under (e.g. "protectedmemory").
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+
+  /// Returns `size` bytes of locked, dump-excluded memory with access
+  /// read_write. Throws securememory::error (invalid_size, out_of_memory,
+  /// memlock_limit, protection_failed) and then holds nothing.
+  [[nodiscard]] virtual region allocate(std::size_t size) = 0;
+
+  /// Changes the access of the region. Throws error(protection_failed).
+  virtual void protect(region& r, access a) = 0;
+
+  /// Wipes, unlocks and gives back the region. Releases everything it can
+  /// even when a step fails, then throws the first failure as
+  /// error(protection_failed) (could not wipe) or error(release_failed).
+  virtual void release(region& r) = 0;
+
+  /// Checks the region's canaries, if the backend has any. Returns false
+  /// when the memory around the secret was corrupted.
+  [[nodiscard]] virtual bool verify(const region& r) const noexcept;
+};
+
+}  // namespace securememory

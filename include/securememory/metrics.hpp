@@ -1,0 +1,22 @@
+// securememory: process-wide counters.
+#pragma once
+
+#include <securememory/config.hpp>
+
+#include <cstdint>
+
+namespace securememory {
+
+/// A snapshot of the process-wide counters (all backends together).
+struct metrics_snapshot {
+  std::uint64_t allocated = 0;     ///< Secrets ever created successfully.
+  std::uint64_t in_use = 0;        ///< Secrets created and not yet closed.
+  std::uint64_t locked_bytes = 0;  ///< Bytes of locked memory the live secrets hold.
+  std::uint64_t failures = 0;      ///< Failed allocations, protections and releases.
+};
+
+/// The current counters. Thread-safe; each field is read atomically (the
+/// fields are not one atomic snapshot while other threads allocate).
+SECUREMEMORY_API metrics_snapshot metrics() noexcept;
+
+}  // namespace securememory

@@ -1,0 +1,143 @@
+// securememory: Secret (a handle to protected bytes), Reader, SecretFactory.
+#pragma once
+
+#include <securememory/backend.hpp>
+#include <securememory/config.hpp>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace securememory {
+
+namespace detail {
+class secret_state;
+
+/// Keeps one secret readable for the lifetime of the object (one "reader" of
+/// the access state machine). Used by Secret::with_bytes; not for direct use.
+class SECUREMEMORY_API access_scope {
+ public:
+  explicit access_scope(const std::shared_ptr<secret_state>& state);  // throws error(closed / protection_failed)
+  access_scope(const access_scope&) = delete;
+  access_scope& operator=(const access_scope&) = delete;
+  ~access_scope();  // re-protects if finish() was not reached; never throws
+
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept;
+  /// Ends the access; throws error(protection_failed) if re-protecting fails.
+  void finish();
+
+ private:
+  friend class secret_state;
+  std::shared_ptr<secret_state> state_;  // keeps the state alive for the call
+  access_scope* outer_;  // this thread's enclosing access, for reentrancy checks
+  bool done_ = false;
+};
+}  // namespace detail
+
+class Reader;
+
+/// A secret held in protected memory. Move-only handle.
+///
+/// Thread-safety: with_bytes(), size(), is_closed(), reader(), backend() and
+/// close() may be called on the same Secret from many threads at once.
+/// Moving or destroying a Secret while another thread uses it is a data race.
+///
+///     auto factory = securememory::make_factory("protectedmemory");
+///     auto secret = factory.create_random(32);
+///     secret.with_bytes([](std::span<const std::byte> key) { use(key); });
+class SECUREMEMORY_API Secret {
+ public:
+  Secret() noexcept = default;  ///< A closed, empty handle.
+  Secret(Secret&&) noexcept = default;
+  Secret& operator=(Secret&& other) noexcept;  ///< Closes *this first.
+  Secret(const Secret&) = delete;
+  Secret& operator=(const Secret&) = delete;
+  /// Closes the secret. Never throws: a failure is logged and counted.
+  ~Secret();
+
+  /// Calls fn(std::span<const std::byte>) with the memory readable (read-only)
+  /// for this call only, and returns fn's result. Concurrent callers share
+  /// one opening; fn runs with no library lock held. An exception from fn
+  /// propagates after the memory is no-access again.
+  /// Throws error(closed) after close, error(protection_failed) if the pages
+  /// cannot be opened or re-protected.
+  template <class F>
+  std::invoke_result_t<F&, std::span<const std::byte>> with_bytes(F&& fn) const {
+    using result = std::invoke_result_t<F&, std::span<const std::byte>>;
+    detail::access_scope scope(state_);
+    if constexpr (std::is_void_v<result>) {
+      std::invoke(fn, scope.bytes());
+      scope.finish();
+    } else {
+      result r = std::invoke(fn, scope.bytes());
+      scope.finish();
+      return std::forward<result>(r);
+    }
+  }
+
+  /// Size in bytes; 0 for a moved-from or default-constructed handle.
+  [[nodiscard]] std::size_t size() const noexcept;
+  /// True after close(), and for moved-from or default-constructed handles.
+  [[nodiscard]] bool is_closed() const noexcept;
+  /// Name of the backend holding the bytes ("" for an empty handle).
+  [[nodiscard]] std::string_view backend() const noexcept;
+
+  /// Refuses new readers, waits for in-flight ones, wipes, unlocks and
+  /// unmaps. A second call is a no-op. Throws error(reentrant_close) when
+  /// called from inside this secret's own with_bytes callback (the secret
+  /// stays open); error(protection_failed / release_failed) when a step of
+  /// the release failed (the secret is closed all the same).
+  void close();
+
+  /// A sequential reader of the bytes (copies out in chunks).
+  [[nodiscard]] Reader reader() const;
+
+ private:
+  friend class SecretFactory;
+  explicit Secret(std::shared_ptr<detail::secret_state> s) noexcept;
+  std::shared_ptr<detail::secret_state> state_;
+};
+
+/// Copies a secret's bytes out sequentially, like a stream.
+/// One Reader is not safe to use from several threads at once.
+class SECUREMEMORY_API Reader {
+ public:
+  /// Copies up to out.size() next bytes into out; returns how many, 0 at the
+  /// end (and for an empty out). Throws error(closed) once the secret is
+  /// closed. The bytes copied are the caller's to protect and wipe.
+  std::size_t read(std::span<std::byte> out);
+
+ private:
+  friend class Secret;
+  explicit Reader(std::shared_ptr<detail::secret_state> s) noexcept;
+  std::shared_ptr<detail::secret_state> state_;
+  std::size_t offset_ = 0;
+};
+
+/// Creates secrets in one backend. Cheap to copy; copies share the backend.
+/// Thread-safe.
+class SECUREMEMORY_API SecretFactory {
+ public:
+  explicit SecretFactory(std::shared_ptr<securememory::backend> b);
+
+  /// Copies source into protected memory, then wipes source (all zeros).
+  /// When creation fails, source is left untouched and nothing is held.
+  /// Throws error(invalid_size / out_of_memory / memlock_limit / protection_failed).
+  [[nodiscard]] Secret create(std::span<std::byte> source) const;
+
+  /// A secret of `size` bytes from libsodium's CSPRNG, written directly into
+  /// protected memory. Throws like create().
+  [[nodiscard]] Secret create_random(std::size_t size) const;
+
+  /// Name of the backend.
+  [[nodiscard]] std::string_view backend() const noexcept;
+
+ private:
+  std::shared_ptr<securememory::backend> backend_;
+};
+
+}  // namespace securememory

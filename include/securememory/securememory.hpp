@@ -1,0 +1,13 @@
+// securememory: umbrella header.
+//
+// Keeps secrets (keys, tokens) in memory that is locked (never swapped),
+// excluded from core dumps, unreadable except inside Secret::with_bytes, and
+// wiped when released. See README.md and docs/.
+#pragma once
+
+#include <securememory/backend.hpp>
+#include <securememory/error.hpp>
+#include <securememory/log.hpp>
+#include <securememory/metrics.hpp>
+#include <securememory/registry.hpp>
+#include <securememory/secret.hpp>

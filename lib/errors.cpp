@@ -1,0 +1,81 @@
+// securememory: the "securememory" error category and error helpers.
+//
+// Theory of operation: every failure is a securememory::error carrying an
+// errc from this category; when a system call caused it, the errno is kept
+// in sys_errno() and named in the message. Messages describe sizes, limits
+// and calls, never contents.
+#include "internal.hpp"
+#include "os/os.hpp"
+
+#include <cstdint>
+#include <limits>
+
+namespace securememory {
+namespace {
+
+class category_impl final : public std::error_category {
+ public:
+  [[nodiscard]] const char* name() const noexcept override { return "securememory"; }
+  [[nodiscard]] std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::closed: return "secret is closed";
+      case errc::invalid_size: return "invalid secret size";
+      case errc::memlock_limit: return "cannot lock memory (RLIMIT_MEMLOCK)";
+      case errc::out_of_memory: return "out of memory";
+      case errc::protection_failed: return "memory protection failed";
+      case errc::unknown_backend: return "unknown backend";
+      case errc::duplicate_backend: return "duplicate backend";
+      case errc::backend_unavailable: return "backend unavailable on this host";
+      case errc::reentrant_close: return "close() called from inside the secret's own access callback";
+      case errc::canary_violation: return "canary violation: memory next to a secret was corrupted";
+      case errc::release_failed: return "secret wiped, but its memory could not be released";
+      case errc::invalid_argument: return "invalid argument";
+    }
+    return "unknown securememory error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& category() noexcept {
+  static const category_impl instance;
+  return instance;
+}
+
+std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), category()}; }
+
+error::error(errc e, const std::string& what, int sys_errno)
+    : std::system_error(make_error_code(e), what), sys_errno_(sys_errno) {}
+
+namespace detail {
+
+void throw_os_error(errc e, const char* what, const char* call, int err, const std::string& hint) {
+  char buf[128];
+  std::string msg = fmt::format("{}: {} failed: {}", what, call, os::errno_text(err, buf, sizeof buf));
+  if (!hint.empty()) msg += ". " + hint;
+  throw error(e, msg, err);
+}
+
+std::size_t round_to_pages(std::size_t size, std::size_t extra) {
+  const std::size_t page = os::page_size();
+  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+  if (size == 0) throw error(errc::invalid_size, "secret size must be at least 1 byte");
+  if (size > max - extra || size + extra > max - (page - 1)) {
+    throw error(errc::invalid_size,
+                fmt::format("secret size {} is too large: rounding it to whole pages overflows", size));
+  }
+  return (size + extra + page - 1) / page * page;
+}
+
+std::string memlock_hint() {
+  rlimit lim{};
+  if (!os::memlock_limit(lim)) return "raise RLIMIT_MEMLOCK (ulimit -l) or grant CAP_IPC_LOCK";
+  auto text = [](rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : fmt::format("{} bytes", v); };
+  return fmt::format(
+      "RLIMIT_MEMLOCK is {} (soft) / {} (hard); raise it (ulimit -l, LimitMEMLOCK= in systemd, "
+      "--ulimit memlock in containers) or grant CAP_IPC_LOCK",
+      text(lim.rlim_cur), text(lim.rlim_max));
+}
+
+}  // namespace detail
+}  // namespace securememory

@@ -1,0 +1,48 @@
+// securememory internal: helpers shared by the library's sources.
+// Nothing here is part of the public API or exported.
+#pragma once
+
+#include <securememory/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <spdlog/fmt/fmt.h>
+
+namespace securememory::detail {
+
+// --- initialisation -------------------------------------------------------
+
+/// Initialises libsodium exactly once (thread-safe) and installs the fork
+/// handler. Throws error(backend_unavailable) if sodium_init() fails.
+void ensure_initialised();
+
+/// Incremented in every child process right after fork(). A secret created
+/// under another generation belongs to the parent.
+std::uint64_t fork_generation() noexcept;
+
+// --- errors ---------------------------------------------------------------
+
+/// Throws error(e) with "<what>: <call> failed: ENOMEM (...). <hint>".
+[[noreturn]] void throw_os_error(errc e, const char* what, const char* call, int err, const std::string& hint = {});
+
+/// Rounds size up to whole pages, after adding `extra` bytes. Throws
+/// error(invalid_size) for size 0 or when the arithmetic would overflow.
+std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
+
+/// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise it.
+std::string memlock_hint();
+
+// --- metrics --------------------------------------------------------------
+
+void count_created(std::size_t locked) noexcept;
+void count_released(std::size_t locked) noexcept;
+void count_failure() noexcept;
+
+// --- logging (never pass secret bytes) ------------------------------------
+
+void log_error(const std::string& message) noexcept;
+void log_warning(const std::string& message) noexcept;
+
+}  // namespace securememory::detail

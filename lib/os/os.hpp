@@ -1,0 +1,55 @@
+// securememory internal: the thin operating-system layer.
+//
+// Theory of operation: every system call the library makes goes through one
+// function here. Each returns 0 (or a pointer) on success and -1 (or
+// nullptr) with errno set on failure, exactly like the call it wraps, so the
+// callers keep the usual error handling. Before the real call each function
+// asks the fault hook whether to fail instead: tests use it to make any call
+// fail with any errno (fmt's posix-mock idea) without touching the kernel.
+// Nothing in this header is exported from the shared library.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <sys/resource.h>
+
+namespace securememory::detail::os {
+
+/// The system calls that can be made to fail.
+enum class call : unsigned char {
+  mmap,
+  munmap,
+  mlock,
+  munlock,
+  mprotect,
+  madvise,
+  count_,
+};
+
+/// Name of a call ("mlock"), for messages.
+const char* call_name(call c) noexcept;
+
+/// A fault hook returns 0 to let the call through, or an errno value to make
+/// it fail with. It may be called from any thread.
+using fault_hook = int (*)(call c, void* context) noexcept;
+
+/// Installs a hook (nullptr removes it). Not for production use.
+void set_fault_hook(fault_hook hook, void* context) noexcept;
+
+/// The page size (sysconf(_SC_PAGESIZE)), cached.
+std::size_t page_size() noexcept;
+
+void* map_anonymous(std::size_t length) noexcept;  // PROT_READ|PROT_WRITE, private; nullptr on failure
+int unmap(void* addr, std::size_t length) noexcept;
+int lock(void* addr, std::size_t length) noexcept;
+int unlock(void* addr, std::size_t length) noexcept;
+int protect(void* addr, std::size_t length, int prot) noexcept;
+int advise(void* addr, std::size_t length, int advice) noexcept;
+
+/// getrlimit(RLIMIT_MEMLOCK); false if it failed.
+bool memlock_limit(rlimit& out) noexcept;
+
+/// "ENOMEM (Cannot allocate memory)".
+const char* errno_text(int err, char* buf, std::size_t len) noexcept;
+
+}  // namespace securememory::detail::os

@@ -1,0 +1,102 @@
+// securememory internal: lib/os/ implementation (Linux).
+//
+// Theory of operation: see os.hpp. The hook is read with acquire ordering on
+// every call; with no hook installed the cost is one atomic load.
+#include "os/os.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace securememory::detail::os {
+namespace {
+
+// Install hooks only while no other thread makes calls through this layer
+// (tests do): the hook and its context are two separate atomics.
+constinit std::atomic<fault_hook> current_hook{nullptr};
+constinit std::atomic<void*> current_context{nullptr};
+
+// Returns true (errno set) when the hook says this call must fail.
+bool injected(call c) noexcept {
+  const fault_hook hook = current_hook.load(std::memory_order_acquire);
+  if (hook == nullptr) return false;
+  const int err = hook(c, current_context.load(std::memory_order_acquire));
+  if (err == 0) return false;
+  errno = err;
+  return true;
+}
+
+}  // namespace
+
+const char* call_name(call c) noexcept {
+  switch (c) {
+    case call::mmap: return "mmap";
+    case call::munmap: return "munmap";
+    case call::mlock: return "mlock";
+    case call::munlock: return "munlock";
+    case call::mprotect: return "mprotect";
+    case call::madvise: return "madvise";
+    case call::count_: break;
+  }
+  return "?";
+}
+
+void set_fault_hook(fault_hook hook, void* context) noexcept {
+  current_hook.store(nullptr, std::memory_order_release);
+  current_context.store(context, std::memory_order_release);
+  current_hook.store(hook, std::memory_order_release);
+}
+
+std::size_t page_size() noexcept {
+  static const std::size_t size = [] {
+    const long v = sysconf(_SC_PAGESIZE);
+    return v > 0 ? static_cast<std::size_t>(v) : std::size_t{4096};
+  }();
+  return size;
+}
+
+void* map_anonymous(std::size_t length) noexcept {
+  if (injected(call::mmap)) return nullptr;
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+int unmap(void* addr, std::size_t length) noexcept {
+  if (injected(call::munmap)) return -1;
+  return ::munmap(addr, length);
+}
+
+int lock(void* addr, std::size_t length) noexcept {
+  if (injected(call::mlock)) return -1;
+  return ::mlock(addr, length);
+}
+
+int unlock(void* addr, std::size_t length) noexcept {
+  if (injected(call::munlock)) return -1;
+  return ::munlock(addr, length);
+}
+
+int protect(void* addr, std::size_t length, int prot) noexcept {
+  if (injected(call::mprotect)) return -1;
+  return ::mprotect(addr, length, prot);
+}
+
+int advise(void* addr, std::size_t length, int advice) noexcept {
+  if (injected(call::madvise)) return -1;
+  return ::madvise(addr, length, advice);
+}
+
+bool memlock_limit(rlimit& out) noexcept { return ::getrlimit(RLIMIT_MEMLOCK, &out) == 0; }
+
+const char* errno_text(int err, char* buf, std::size_t len) noexcept {
+  const char* name = strerrorname_np(err);
+  const char* desc = strerrordesc_np(err);
+  std::snprintf(buf, len, "%s (%s)", name != nullptr ? name : "errno", desc != nullptr ? desc : "unknown error");
+  return buf;
+}
+
+}  // namespace securememory::detail::os

@@ -1,0 +1,95 @@
+// Guarantees checked on the real kernel, in forked children where a crash
+// is the expected outcome: no access outside with_bytes, no write inside,
+// pages locked and excluded from dumps (/proc/self/smaps), fork safety.
+#include "support.hpp"
+
+#include <csignal>
+#include <sys/mman.h>
+
+using securememory::errc;
+
+SM_TEST("reading a secret's memory outside with_bytes dies with SIGSEGV", "[kernel][death]") {
+  auto secret = securememory::make_factory("protectedmemory").create_random(32);
+  const auto* addr = test::address_of(secret);
+  const auto r = test::run_in_child([addr] {
+    volatile std::byte b = *static_cast<const volatile std::byte*>(addr);
+    (void)b;
+    return 0;
+  });
+  INFO(r.describe());
+  CHECK(r.signaled);
+  CHECK(r.signal == SIGSEGV);
+}
+
+SM_TEST("reading inside with_bytes works in a child (control for the death tests)", "[kernel][death]") {
+  // The child's copy of the memory is wiped at fork (MADV_WIPEONFORK) and
+  // with_bytes refuses a parent's secret; so the child makes its own.
+  const auto r = test::run_in_child([] {
+    auto own = securememory::make_factory("protectedmemory").create_random(32);
+    return own.with_bytes([](std::span<const std::byte> b) {
+      volatile std::byte x = b[31];
+      (void)x;
+      return 0;
+    });
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+}
+
+SM_TEST("writing inside with_bytes dies with SIGSEGV", "[kernel][death]") {
+  const auto r = test::run_in_child([] {
+    auto secret = securememory::make_factory("protectedmemory").create_random(32);
+    secret.with_bytes([](std::span<const std::byte> b) {
+      *const_cast<volatile std::byte*>(static_cast<const volatile std::byte*>(b.data())) = std::byte{1};
+    });
+    return 0;
+  });
+  INFO(r.describe());
+  CHECK(r.signaled);
+  CHECK(r.signal == SIGSEGV);
+}
+
+SM_TEST("smaps: the pages are Locked, don't-dump, wipe-on-fork, and no-access while idle", "[kernel][smaps]") {
+  auto secret = securememory::make_factory("protectedmemory").create_random(5000);
+  const auto* addr = test::address_of(secret);
+  const auto idle = test::find_mapping(addr);
+  REQUIRE(idle);
+  CHECK(idle->perms.substr(0, 3) == "---");
+  CHECK(idle->has_flag("dd"));  // MADV_DONTDUMP
+  CHECK(idle->has_flag("wf"));  // MADV_WIPEONFORK
+  CHECK(idle->has_flag("lo"));  // mlock'ed
+  CHECK(idle->locked_kb * 1024 >= 8192);
+  CHECK(idle->locked_kb * 1024 == (idle->end - idle->start));
+  secret.with_bytes([&](std::span<const std::byte> b) {
+    const auto open = test::find_mapping(b.data());
+    REQUIRE(open);
+    CHECK(open->perms.substr(0, 3) == "r--");
+    CHECK(open->locked_kb * 1024 >= 8192);
+  });
+  secret.close();
+  const auto after = test::find_mapping(addr);
+  CHECK((!after || !after->has_flag("dd")));  // our mapping is gone
+}
+
+SM_TEST("after fork, the child cannot read the parent's secret and can close it", "[kernel][fork]") {
+  auto secret = securememory::make_factory("protectedmemory").create_random(64);
+  const auto* addr = test::address_of(secret);
+  const auto r = test::run_in_child([&secret, addr] {
+    if (test::error_of([&] { secret.with_bytes([](std::span<const std::byte>) {}); }) != errc::closed) return 2;
+    // The raw pages are zero in the child (MADV_WIPEONFORK).
+    auto* page = const_cast<std::byte*>(addr);
+    if (mprotect(page, 4096, PROT_READ) != 0) return 3;
+    for (int i = 0; i < 64; ++i) {
+      if (page[i] != std::byte{0}) return 4;
+    }
+    if (mprotect(page, 4096, PROT_NONE) != 0) return 5;
+    secret.close();
+    return secret.is_closed() ? 0 : 6;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+  // The parent's secret is untouched.
+  CHECK(secret.with_bytes([](std::span<const std::byte> b) { return b.size(); }) == 64);
+}

@@ -1,0 +1,55 @@
+// Catch2 main for every test binary, plus a TAP reporter with one line per
+// test case ("tap-cases"): `meson test` (protocol: 'tap') then counts test
+// cases, not assertions. Failed assertions are printed as TAP comments.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <ostream>
+
+namespace {
+
+struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
+  using StreamingReporterBase::StreamingReporterBase;
+
+  static std::string getDescription() { return "TAP, one line per test case"; }
+
+  void assertionStarting(Catch::AssertionInfo const&) override {}
+
+  bool assertionEnded(Catch::AssertionStats const& stats) override {
+    const auto& result = stats.assertionResult;
+    if (result.isOk()) return true;
+    stream << "# FAILED at " << result.getSourceInfo() << ": " << result.getExpressionInMacro();
+    if (result.hasExpandedExpression()) stream << " with expansion " << one_line(result.getExpandedExpression());
+    if (result.hasMessage()) stream << " : " << one_line(result.getMessage());
+    for (const auto& info : stats.infoMessages) stream << " [" << one_line(info.message) << "]";
+    stream << '\n';
+    return true;
+  }
+
+  // TAP comments are one line each.
+  static std::string one_line(std::string s) {
+    for (auto& c : s) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    return s;
+  }
+
+  void testCaseEnded(Catch::TestCaseStats const& stats) override {
+    ++count_;
+    const bool ok = stats.totals.assertions.failed == 0 && !stats.aborting;
+    stream << (ok ? "ok " : "not ok ") << count_ << " - " << stats.testInfo.name << '\n' << std::flush;
+    StreamingReporterBase::testCaseEnded(stats);
+  }
+
+  void testRunEnded(Catch::TestRunStats const& stats) override {
+    stream << "1.." << count_ << '\n' << std::flush;
+    StreamingReporterBase::testRunEnded(stats);
+  }
+
+ private:
+  int count_ = 0;
+};
+
+}  // namespace
+
+CATCH_REGISTER_REPORTER("tap-cases", tap_cases_reporter)

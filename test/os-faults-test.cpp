@@ -1,0 +1,165 @@
+// Every failure path of the protectedmemory backend and the state machine,
+// triggered for real through the lib/os/ hook, plus the real RLIMIT_MEMLOCK
+// exhaustion in a child without CAP_IPC_LOCK. Each failure must give the
+// right errc, leave the source untouched, hold nothing (every mmap matched by
+// a munmap) and restore the counters.
+#include "support.hpp"
+
+#include <algorithm>
+#include <sys/resource.h>
+
+using securememory::errc;
+using call = securememory::detail::os::call;
+
+namespace {
+
+struct creation_failure {
+  call target;
+  int err;
+  int skip;
+  errc expected;
+};
+
+}  // namespace
+
+SM_TEST("a failed create leaves the source untouched and holds nothing", "[faults]") {
+  const auto c = GENERATE(values<creation_failure>({
+      {call::mmap, ENOMEM, 0, errc::out_of_memory},
+      {call::mmap, EAGAIN, 0, errc::out_of_memory},
+      {call::mlock, ENOMEM, 0, errc::memlock_limit},
+      {call::mlock, EPERM, 0, errc::memlock_limit},
+      {call::mlock, EAGAIN, 0, errc::memlock_limit},
+      {call::madvise, EINVAL, 0, errc::protection_failed},  // MADV_DONTDUMP
+      {call::madvise, EINVAL, 1, errc::protection_failed},  // MADV_WIPEONFORK
+      {call::mprotect, ENOMEM, 0, errc::protection_failed}, // no-access after filling
+  }));
+  CAPTURE(securememory::detail::os::call_name(c.target), c.err, c.skip);
+  auto factory = securememory::make_factory("protectedmemory");
+  const auto expected = test::pattern(100);
+  auto source = expected;
+  const auto before = securememory::metrics();
+  std::string message;
+  {
+    test::fault_injector fault(c.target, c.err, c.skip);
+    try {
+      (void)factory.create(source);
+      FAIL("create succeeded");
+    } catch (const securememory::error& e) {
+      CHECK(e.code() == c.expected);
+      CHECK(e.sys_errno() == c.err);
+      message = e.what();
+    }
+    CHECK(fault.injected() == 1);
+    CHECK(fault.calls(call::mmap) - (c.target == call::mmap ? 1 : 0) == fault.calls(call::munmap));
+    CHECK(fault.calls(call::mlock) - (c.target == call::mlock ? 1 : 0) == fault.calls(call::munlock));
+  }
+  CHECK(source == expected);
+  CHECK(message.find(securememory::detail::os::call_name(c.target)) != std::string::npos);
+  const auto after = securememory::metrics();
+  CHECK(after.failures == before.failures + 1);
+  CHECK(after.allocated == before.allocated);
+  // The same factory works again once the fault is gone.
+  CHECK(factory.create(source).size() == 100);
+}
+
+SM_TEST("memlock_limit names RLIMIT_MEMLOCK and how to raise it", "[faults]") {
+  test::fault_injector fault(call::mlock, ENOMEM);
+  try {
+    (void)securememory::make_factory("protectedmemory").create_random(32);
+    FAIL("no exception");
+  } catch (const securememory::error& e) {
+    const std::string what = e.what();
+    CHECK(what.find("RLIMIT_MEMLOCK is") != std::string::npos);
+    CHECK(what.find("ulimit -l") != std::string::npos);
+    CHECK(what.find("CAP_IPC_LOCK") != std::string::npos);
+  }
+}
+
+SM_TEST("a failed opening is protection_failed and the secret stays usable", "[faults]") {
+  auto secret = securememory::make_factory("protectedmemory").create_random(32);
+  {
+    test::fault_injector fault(call::mprotect, EACCES);
+    bool called = false;
+    CHECK(test::error_of([&] { secret.with_bytes([&](std::span<const std::byte>) { called = true; }); }) ==
+          errc::protection_failed);
+    CHECK_FALSE(called);
+  }
+  CHECK(secret.with_bytes([](std::span<const std::byte> b) { return b.size(); }) == 32);
+}
+
+SM_TEST("a failed re-protection after an access is thrown, and retried by the next access", "[faults]") {
+  auto secret = securememory::make_factory("protectedmemory").create_random(32);
+  const auto* addr = test::address_of(secret);
+  {
+    test::fault_injector fault(call::mprotect, ENOMEM, 1);  // call 0 opens, call 1 re-protects
+    CHECK(test::error_of([&] { secret.with_bytes([](std::span<const std::byte>) {}); }) == errc::protection_failed);
+    CHECK(test::find_mapping(addr)->perms.substr(0, 3) == "r--");  // still readable: reported, not hidden
+  }
+  secret.with_bytes([](std::span<const std::byte>) {});
+  CHECK(test::find_mapping(addr)->perms.substr(0, 3) == "---");
+}
+
+SM_TEST("release failures are reported by close, and the secret is closed anyway", "[faults]") {
+  const auto c = GENERATE(values<creation_failure>({
+      {call::mprotect, ENOMEM, 0, errc::protection_failed},  // cannot make writable: cannot wipe
+      {call::munlock, ENOMEM, 0, errc::release_failed},
+      {call::munmap, EINVAL, 0, errc::release_failed},
+  }));
+  CAPTURE(securememory::detail::os::call_name(c.target));
+  auto secret = securememory::make_factory("protectedmemory").create_random(32);
+  const auto before = securememory::metrics();
+  std::string message;
+  {
+    test::fault_injector fault(c.target, c.err, c.skip);
+    try {
+      secret.close();
+      FAIL("close succeeded");
+    } catch (const securememory::error& e) {
+      CHECK(e.code() == c.expected);
+      message = e.what();
+    }
+    // Every later step still ran.
+    CHECK(fault.calls(call::munmap) == 1);
+  }
+  if (c.expected == errc::protection_failed) CHECK(message.find("NOT be wiped") != std::string::npos);
+  CHECK(secret.is_closed());
+  secret.close();  // a second close is a no-op, even after a failed one
+  CHECK(securememory::metrics().failures == before.failures + 1);
+}
+
+TEST_CASE("without CAP_IPC_LOCK, a real RLIMIT_MEMLOCK exhaustion is memlock_limit", "[faults][kernel]") {
+  constexpr rlim_t limit = 64 * 1024;
+  const auto r = test::run_in_child([] {
+    if (!test::drop_cap_ipc_lock()) return 2;
+    const rlimit lim{limit, limit};
+    if (setrlimit(RLIMIT_MEMLOCK, &lim) != 0) return 3;
+    auto factory = securememory::make_factory("protectedmemory");
+    const auto start = securememory::metrics();
+    try {
+      (void)factory.create_random(1U << 20U);
+      return 4;  // a 1 MiB secret cannot fit under 64 KiB
+    } catch (const securememory::error& e) {
+      if (e.code() != errc::memlock_limit) return 5;
+      if (std::string(e.what()).find("RLIMIT_MEMLOCK is 65536 bytes") == std::string::npos) return 6;
+    }
+    // Small secrets fit until the limit; then the error, and nothing leaks.
+    std::vector<securememory::Secret> held;
+    try {
+      for (int i = 0; i < 64; ++i) held.push_back(factory.create_random(32));
+      return 7;
+    } catch (const securememory::error& e) {
+      if (e.code() != errc::memlock_limit) return 8;
+    }
+    if (held.empty() || held.size() > limit / 4096) return 9;
+    const auto locked = securememory::metrics().locked_bytes - start.locked_bytes;
+    if (locked != held.size() * 4096) return 10;
+    held.clear();
+    const auto end = securememory::metrics();
+    if (end.locked_bytes != start.locked_bytes || end.in_use != start.in_use) return 11;
+    (void)factory.create_random(32);  // space is back
+    return 0;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+}

@@ -1,0 +1,157 @@
+// The registry (names, duplicates, unknown names, user backends, the
+// environment variable) and the logger (replaceable, never global, never
+// given secret bytes).
+#include "support.hpp"
+
+#include <sodium.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include <spdlog/logger.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+using securememory::errc;
+
+namespace {
+
+// A user backend on plain heap memory: no locking, no protection. Counts
+// what the state machine asks of it.
+class heap_backend final : public securememory::backend {
+ public:
+  [[nodiscard]] std::string_view name() const noexcept override { return "test-heap"; }
+  [[nodiscard]] securememory::region allocate(std::size_t size) override {
+    ++allocations;
+    securememory::region r;
+    r.base = ::operator new(size);
+    r.data = static_cast<std::byte*>(r.base);
+    r.size = size;
+    r.mapped = size;
+    return r;
+  }
+  void protect(securememory::region&, securememory::access a) override { last_access = a; ++protects; }
+  void release(securememory::region& r) override {
+    sodium_memzero(r.base, r.size);
+    ::operator delete(r.base);
+    ++releases;
+  }
+  int allocations = 0;
+  int protects = 0;
+  int releases = 0;
+  securememory::access last_access = securememory::access::read_write;
+};
+
+class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::vector<std::string> lines;
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override { lines.emplace_back(msg.payload.data(), msg.payload.size()); }
+  void flush_() override {}
+};
+
+}  // namespace
+
+TEST_CASE("the built-in protectedmemory backend is registered and available", "[registry]") {
+  const auto names = securememory::backend_names();
+  CHECK(std::find(names.begin(), names.end(), "protectedmemory") != names.end());
+  CHECK(std::is_sorted(names.begin(), names.end()));
+  CHECK(securememory::backend_available("protectedmemory"));
+  CHECK_FALSE(securememory::backend_available("no-such-backend"));
+  CHECK(securememory::make_factory("protectedmemory").backend() == "protectedmemory");
+}
+
+TEST_CASE("an unknown backend name is unknown_backend, listing the known names", "[registry][errors]") {
+  try {
+    (void)securememory::make_factory("no-such-backend");
+    FAIL("no exception");
+  } catch (const securememory::error& e) {
+    CHECK(e.code() == errc::unknown_backend);
+    const std::string what = e.what();
+    CHECK(what.find("no-such-backend") != std::string::npos);
+    CHECK(what.find("protectedmemory") != std::string::npos);
+  }
+  CHECK(test::error_of([] { (void)securememory::make_factory(""); }) == errc::unknown_backend);
+  CHECK(test::error_of([] { (void)securememory::make_factory(std::string(10000, 'x')); }) == errc::unknown_backend);
+  CHECK(test::error_of([] { (void)securememory::make_factory("pr\xc3\xb6tected\n"); }) == errc::unknown_backend);
+}
+
+TEST_CASE("a duplicate registration is duplicate_backend and keeps the first", "[registry][errors]") {
+  securememory::registry reg;
+  reg.add("one", [] { return std::make_shared<heap_backend>(); });
+  CHECK(test::error_of([&] { reg.add("one", [] { return std::make_shared<heap_backend>(); }); }) ==
+        errc::duplicate_backend);
+  CHECK(test::error_of([] { securememory::register_backend("protectedmemory", [] { return std::make_shared<heap_backend>(); }); }) ==
+        errc::duplicate_backend);
+  CHECK(reg.names() == std::vector<std::string>{"one"});
+  CHECK(test::error_of([&] { reg.add("", [] { return std::make_shared<heap_backend>(); }); }) == errc::invalid_argument);
+  CHECK(test::error_of([&] { reg.add("null", nullptr); }) == errc::invalid_argument);
+  CHECK(reg.names() == std::vector<std::string>{"one"});
+}
+
+SM_TEST("a user-registered backend is used by name through the shared state machine", "[registry]") {
+  auto backend = std::make_shared<heap_backend>();
+  securememory::register_backend("test-heap", [backend] { return backend; });
+  CHECK(securememory::backend_available("test-heap"));
+  auto factory = securememory::make_factory("test-heap");
+  auto source = test::pattern(40);
+  const auto expected = source;
+  {
+    auto secret = factory.create(source);
+    CHECK(backend->allocations == 1);
+    CHECK(backend->last_access == securememory::access::none);  // no-access once filled
+    CHECK(secret.with_bytes([&](std::span<const std::byte> b) {
+      return backend->last_access == securememory::access::read && std::equal(b.begin(), b.end(), expected.begin());
+    }));
+    CHECK(backend->last_access == securememory::access::none);
+  }
+  CHECK(backend->releases == 1);
+}
+
+TEST_CASE("a maker that reports backend_unavailable makes the backend unavailable", "[registry]") {
+  securememory::registry reg;
+  reg.add("absent", []() -> std::shared_ptr<securememory::backend> {
+    throw securememory::error(errc::backend_unavailable, "needs a newer kernel");
+  });
+  CHECK_FALSE(reg.available("absent"));
+  CHECK(test::error_of([&] { (void)reg.make_factory("absent"); }) == errc::backend_unavailable);
+  CHECK(reg.names() == std::vector<std::string>{"absent"});
+}
+
+TEST_CASE("make_factory() reads SECUREMEMORY_BACKEND, else protectedmemory", "[registry]") {
+  unsetenv("SECUREMEMORY_BACKEND");
+  CHECK(securememory::make_factory().backend() == "protectedmemory");
+  setenv("SECUREMEMORY_BACKEND", "no-such-backend", 1);
+  CHECK(test::error_of([] { (void)securememory::make_factory(); }) == errc::unknown_backend);
+  setenv("SECUREMEMORY_BACKEND", "", 1);
+  CHECK(securememory::make_factory().backend() == "protectedmemory");
+  unsetenv("SECUREMEMORY_BACKEND");
+}
+
+TEST_CASE("the logger is replaceable, not registered globally, and never sees secret bytes", "[log]") {
+  auto sink = std::make_shared<capture_sink>();
+  auto mine = std::make_shared<spdlog::logger>("capture", sink);
+  auto previous = securememory::set_logger(mine);
+  REQUIRE(previous);
+  CHECK(previous->name() == "securememory");
+  CHECK(spdlog::get("securememory") == nullptr);  // the library registered nothing
+  CHECK(securememory::get_logger() == mine);
+  {
+    auto source = test::pattern(32, 99);
+    const auto expected = source;
+    auto secret = securememory::make_factory("protectedmemory").create(source);
+    // munmap fails inside the destructor: it must not throw, and must log.
+    test::fault_injector fail_munmap(securememory::detail::os::call::munmap, EINVAL);
+    secret = securememory::Secret{};
+    REQUIRE(fail_munmap.injected() == 1);
+    REQUIRE_FALSE(sink->lines.empty());
+    for (const auto& line : sink->lines) {
+      CHECK(line.find("munmap") != std::string::npos);
+      CHECK(line.find(std::string(reinterpret_cast<const char*>(expected.data()), 8)) == std::string::npos);
+    }
+  }
+  CHECK(securememory::set_logger(nullptr) == mine);
+  CHECK(securememory::get_logger()->name() == "securememory");
+}

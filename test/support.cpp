@@ -1,0 +1,149 @@
+// Test support (see support.hpp).
+#include "support.hpp"
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <linux/capability.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace test {
+
+std::string child_result::describe() const {
+  if (exited) return "exited with " + std::to_string(exit_code);
+  if (signaled) return std::string("killed by signal ") + std::to_string(signal) + " (" + strsignal(signal) + ")";
+  return "unknown status";
+}
+
+child_result run_in_child(const std::function<int()>& fn) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) FAIL("fork failed");  // no Catch2 macro may run in the child
+  if (pid == 0) {
+    rlimit core{};
+    getrlimit(RLIMIT_CORE, &core);
+    core.rlim_cur = 0;  // no core files from expected crashes
+    setrlimit(RLIMIT_CORE, &core);
+    for (const int sig : {SIGSEGV, SIGBUS, SIGABRT}) std::signal(sig, SIG_DFL);
+    int code = 98;
+    try {
+      code = fn();
+    } catch (const securememory::error& e) {
+      code = exit_code_for(e.code_value());
+    } catch (...) {
+      code = 99;
+    }
+    std::fflush(nullptr);
+    _exit(code);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) FAIL("waitpid failed");
+  }
+  child_result r;
+  r.exited = WIFEXITED(status);
+  r.exit_code = r.exited ? WEXITSTATUS(status) : -1;
+  r.signaled = WIFSIGNALED(status);
+  r.signal = r.signaled ? WTERMSIG(status) : 0;
+  return r;
+}
+
+bool drop_cap_ipc_lock() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  const auto bit = 1U << CAP_IPC_LOCK;  // CAP_IPC_LOCK (14) is in the first word
+  data[0].effective &= ~bit;
+  data[0].permitted &= ~bit;
+  data[0].inheritable &= ~bit;
+  return syscall(SYS_capset, &header, data) == 0;
+}
+
+fault_injector::fault_injector(securememory::detail::os::call target, int err, int skip, int times)
+    : target_(target), err_(err), skip_(skip), times_(times) {
+  securememory::detail::os::set_fault_hook(&fault_injector::hook, this);
+}
+
+fault_injector::~fault_injector() { securememory::detail::os::set_fault_hook(nullptr, nullptr); }
+
+int fault_injector::hook(securememory::detail::os::call c, void* context) noexcept {
+  auto* self = static_cast<fault_injector*>(context);
+  if (c < securememory::detail::os::call::count_) self->counts_[static_cast<int>(c)].fetch_add(1);
+  if (c != self->target_) return 0;
+  const int n = self->seen_.fetch_add(1);
+  if (n < self->skip_ || n >= self->skip_ + self->times_) return 0;
+  self->injected_.fetch_add(1);
+  return self->err_;
+}
+
+bool mapping_info::has_flag(const std::string& f) const {
+  for (const auto& v : vm_flags) {
+    if (v == f) return true;
+  }
+  return false;
+}
+
+std::optional<mapping_info> find_mapping(const void* addr) {
+  const auto target = reinterpret_cast<std::uintptr_t>(addr);
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  std::optional<mapping_info> current;
+  std::optional<mapping_info> found;
+  while (std::getline(in, line)) {
+    const auto dash = line.find('-');
+    const auto space = line.find(' ');
+    const bool is_header = dash != std::string::npos && space != std::string::npos && dash < space &&
+                           line.find(':') > space;  // "start-end perms offset dev inode path"
+    if (is_header) {
+      if (current && current->start <= target && target < current->end) found = current;
+      mapping_info m;
+      m.start = std::stoull(line.substr(0, dash), nullptr, 16);
+      m.end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+      m.perms = line.substr(space + 1, 4);
+      current = m;
+      continue;
+    }
+    if (!current) continue;
+    std::istringstream fields(line);
+    std::string key;
+    fields >> key;
+    if (key == "Locked:") fields >> current->locked_kb;
+    if (key == "Rss:") fields >> current->rss_kb;
+    if (key == "VmFlags:") {
+      std::string flag;
+      while (fields >> flag) current->vm_flags.push_back(flag);
+    }
+  }
+  if (current && current->start <= target && target < current->end) found = current;
+  return found;
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  unsigned x = seed * 2654435761U + 1U;
+  for (auto& b : v) {
+    x = x * 1103515245U + 12345U;
+    b = static_cast<std::byte>(((x >> 16U) & 0xFFU) | 1U);  // never zero
+  }
+  return v;
+}
+
+const std::byte* address_of(const securememory::Secret& s) {
+  return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
+}
+
+std::optional<securememory::errc> error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const securememory::error& e) {
+    return e.code_value();
+  }
+  return std::nullopt;
+}
+
+}  // namespace test

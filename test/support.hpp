@@ -1,0 +1,134 @@
+// Test support: forked children, fault injection, /proc/self/smaps, metrics.
+#pragma once
+
+#include <securememory/securememory.hpp>
+
+#include "os/os.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace test {
+
+// ---- metrics --------------------------------------------------------------
+
+/// Checks that in_use and locked_bytes are back to where they were.
+class metrics_guard {
+ public:
+  metrics_guard() : before_(securememory::metrics()) {}
+  void check() const {
+    const auto now = securememory::metrics();
+    CHECK(now.in_use == before_.in_use);
+    CHECK(now.locked_bytes == before_.locked_bytes);
+  }
+  [[nodiscard]] const securememory::metrics_snapshot& before() const { return before_; }
+
+ private:
+  securememory::metrics_snapshot before_;
+};
+
+#define SM_CAT2(a, b) a##b
+#define SM_CAT(a, b) SM_CAT2(a, b)
+/// TEST_CASE that also checks that the metrics return to their starting
+/// values when the body completes.
+#define SM_TEST(name, tags) SM_TEST_IMPL(name, tags, SM_CAT(sm_test_body_, __LINE__))
+#define SM_TEST_IMPL(name, tags, fn) \
+  static void fn();                  \
+  TEST_CASE(name, tags) {            \
+    const test::metrics_guard guard; \
+    fn();                            \
+    guard.check();                   \
+  }                                  \
+  static void fn()
+
+// ---- forked children ------------------------------------------------------
+
+struct child_result {
+  bool exited = false;
+  int exit_code = -1;
+  bool signaled = false;
+  int signal = 0;
+  [[nodiscard]] std::string describe() const;
+};
+
+/// Runs fn in a forked child with core dumps off and default signal
+/// dispositions for SIGSEGV/SIGBUS/SIGABRT. The child exits with fn's return
+/// value; an escaping securememory::error exits with 100 + its errc, any
+/// other exception with 99.
+child_result run_in_child(const std::function<int()>& fn);
+
+/// Exit code a child uses to report an escaping securememory::error.
+constexpr int exit_code_for(securememory::errc e) { return 100 + static_cast<int>(e); }
+
+/// In the calling process: removes CAP_IPC_LOCK from the effective and
+/// permitted sets. Returns false on failure. Use only in a forked child.
+bool drop_cap_ipc_lock();
+
+// ---- fault injection through lib/os/ ---------------------------------------
+
+/// Makes `target` fail with `err` on its calls number skip .. skip+times-1
+/// (counting from 0) while alive.
+class fault_injector {
+ public:
+  fault_injector(securememory::detail::os::call target, int err, int skip = 0, int times = 1);
+  ~fault_injector();
+  fault_injector(const fault_injector&) = delete;
+  fault_injector& operator=(const fault_injector&) = delete;
+  /// Calls of `target` seen so far.
+  [[nodiscard]] int seen() const { return seen_.load(); }
+  /// Failures injected so far.
+  [[nodiscard]] int injected() const { return injected_.load(); }
+  /// Calls of any kind seen so far (counted whether or not they failed).
+  [[nodiscard]] int calls(securememory::detail::os::call c) const { return counts_[static_cast<int>(c)].load(); }
+
+ private:
+  static int hook(securememory::detail::os::call c, void* context) noexcept;
+  securememory::detail::os::call target_;
+  int err_;
+  int skip_;
+  int times_;
+  std::atomic<int> seen_{0};
+  std::atomic<int> injected_{0};
+  std::atomic<int> counts_[static_cast<int>(securememory::detail::os::call::count_)]{};
+};
+
+/// Counts calls through lib/os/ without failing any.
+class call_counter : public fault_injector {
+ public:
+  call_counter() : fault_injector(securememory::detail::os::call::count_, 0, 0, 0) {}
+};
+
+// ---- /proc/self/smaps -------------------------------------------------------
+
+struct mapping_info {
+  std::uintptr_t start = 0;
+  std::uintptr_t end = 0;
+  std::string perms;
+  std::size_t locked_kb = 0;
+  std::size_t rss_kb = 0;
+  std::vector<std::string> vm_flags;
+  [[nodiscard]] bool has_flag(const std::string& f) const;
+};
+
+/// The mapping of /proc/self/smaps that contains addr, if any.
+std::optional<mapping_info> find_mapping(const void* addr);
+
+// ---- misc -------------------------------------------------------------------
+
+/// A buffer of n bytes filled with a recognisable, non-zero pattern.
+std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1);
+
+/// Address of a secret's first byte (read inside with_bytes, used outside).
+const std::byte* address_of(const securememory::Secret& s);
+
+/// Catches a securememory::error thrown by fn and returns its errc.
+std::optional<securememory::errc> error_of(const std::function<void()>& fn);
+
+}  // namespace test
