@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string_view>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace securememory::detail::os {
@@ -70,14 +71,17 @@ int unmap(void* addr, std::size_t length) noexcept {
   return ::munmap(addr, length);
 }
 
+// mlock/munlock are made as raw system calls: AddressSanitizer intercepts
+// the libc functions and turns them into no-ops that report success, which
+// would make a sanitizer build claim locked pages it never locked.
 int lock(void* addr, std::size_t length) noexcept {
   if (injected(call::mlock)) return -1;
-  return ::mlock(addr, length);
+  return static_cast<int>(::syscall(SYS_mlock, addr, length));
 }
 
 int unlock(void* addr, std::size_t length) noexcept {
   if (injected(call::munlock)) return -1;
-  return ::munlock(addr, length);
+  return static_cast<int>(::syscall(SYS_munlock, addr, length));
 }
 
 int protect(void* addr, std::size_t length, int prot) noexcept {

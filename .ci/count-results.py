@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Counts test results from one or more Meson log directories and prints
+one line "N passed, N failed, N skipped".
+
+Usage: count-results.py BUILD_DIR [BUILD_DIR ...]
+
+testlog.json gives each Meson test's overall result; testlog.junit.xml
+gives the TAP test cases (one Catch2 TEST_CASE each) of the tests that
+speak TAP. A TAP test counts its cases; if the program itself failed
+(crash, non-zero exit, timeout) with no failing case, that is one more
+failure, so a crash after the last "ok" line is never lost. A non-TAP test
+is one result. A build directory without logs counts as one failure."""
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+BAD = {"FAIL", "ERROR", "TIMEOUT", "UNEXPECTEDPASS"}
+passed = failed = skipped = 0
+
+for build in sys.argv[1:]:
+    logs = os.path.join(build, "meson-logs")
+    try:
+        tests = [json.loads(line) for line in open(os.path.join(logs, "testlog.json"), encoding="utf-8")]
+        root = ET.parse(os.path.join(logs, "testlog.junit.xml")).getroot()
+    except (OSError, ValueError, ET.ParseError) as e:
+        print(f"count-results: no usable logs in {build}: {e}", file=sys.stderr)
+        failed += 1
+        continue
+    cases = {}  # TAP test name -> [passed, failed, skipped]
+    for suite in root.iter("testsuite"):
+        name = suite.get("name", "")
+        if "." not in name:
+            continue  # non-TAP tests: counted from testlog.json
+        counts = cases.setdefault(name.split(".", 1)[1], [0, 0, 0])
+        for case in suite.iter("testcase"):
+            if case.find("failure") is not None or case.find("error") is not None:
+                counts[1] += 1
+            elif case.find("skipped") is not None:
+                counts[2] += 1
+            else:
+                counts[0] += 1
+    for test in tests:
+        result = test.get("result", "ERROR")
+        if test["name"] in cases:
+            p, f, s = cases[test["name"]]
+            passed, failed, skipped = passed + p, failed + f, skipped + s
+            if result in BAD and f == 0:
+                failed += 1
+        elif result in BAD:
+            failed += 1
+        elif result == "SKIP":
+            skipped += 1
+        else:
+            passed += 1
+
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
