@@ -7,8 +7,10 @@
 #include "internal.hpp"
 #include "os/os.hpp"
 
+#include <cerrno>
 #include <cstdint>
 #include <limits>
+#include <sys/mman.h>
 
 namespace securememory {
 namespace {
@@ -75,6 +77,17 @@ std::string memlock_hint() {
       "RLIMIT_MEMLOCK is {} (soft) / {} (hard); raise it (ulimit -l, LimitMEMLOCK= in systemd, "
       "--ulimit memlock in containers) or grant CAP_IPC_LOCK",
       text(lim.rlim_cur), text(lim.rlim_max));
+}
+
+void protect_pages(void* addr, std::size_t length, region& r, access a) {
+  int prot = PROT_NONE;
+  if (a == access::read) prot = PROT_READ;
+  if (a == access::read_write) prot = PROT_READ | PROT_WRITE;
+  if (os::protect(addr, length, prot) != 0) {
+    const int err = errno;
+    throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
+  }
+  r.current = a;
 }
 
 }  // namespace detail

@@ -2,7 +2,9 @@
 // Nothing here is part of the public API or exported.
 #pragma once
 
+#include <securememory/backend.hpp>
 #include <securememory/error.hpp>
+#include <securememory/violation.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -34,15 +36,27 @@ std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
 /// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise it.
 std::string memlock_hint();
 
+/// mprotect(addr, length) to `a` through lib/os/, recording it in
+/// r.current; throws error(protection_failed).
+void protect_pages(void* addr, std::size_t length, region& r, access a);
+
 // --- metrics --------------------------------------------------------------
 
 void count_created(std::size_t locked) noexcept;
 void count_released(std::size_t locked) noexcept;
 void count_failure() noexcept;
+void count_violation() noexcept;
+
+// --- violations -----------------------------------------------------------
+
+/// Counts the violation, calls the handler (an exception from it is logged
+/// and ignored) and returns the policy to apply.
+violation_policy report_violation(const Violation& v) noexcept;
 
 // --- logging (never pass secret bytes) ------------------------------------
 
 void log_error(const std::string& message) noexcept;
 void log_warning(const std::string& message) noexcept;
+void log_critical(const std::string& message) noexcept;
 
 }  // namespace securememory::detail

@@ -62,5 +62,6 @@ void log_at(spdlog::level::level_enum level, const std::string& message) noexcep
 }  // namespace
 void log_error(const std::string& message) noexcept { log_at(spdlog::level::err, message); }
 void log_warning(const std::string& message) noexcept { log_at(spdlog::level::warn, message); }
+void log_critical(const std::string& message) noexcept { log_at(spdlog::level::critical, message); }
 }  // namespace detail
 }  // namespace securememory

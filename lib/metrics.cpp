@@ -15,11 +15,13 @@ constinit std::atomic<std::uint64_t> allocated{0};
 constinit std::atomic<std::uint64_t> in_use{0};
 constinit std::atomic<std::uint64_t> locked_bytes{0};
 constinit std::atomic<std::uint64_t> failures{0};
+constinit std::atomic<std::uint64_t> violations{0};
 }  // namespace
 
 metrics_snapshot metrics() noexcept {
   return {allocated.load(std::memory_order_relaxed), in_use.load(std::memory_order_relaxed),
-          locked_bytes.load(std::memory_order_relaxed), failures.load(std::memory_order_relaxed)};
+          locked_bytes.load(std::memory_order_relaxed), failures.load(std::memory_order_relaxed),
+          violations.load(std::memory_order_relaxed)};
 }
 
 namespace detail {
@@ -33,5 +35,6 @@ void count_released(std::size_t locked) noexcept {
   locked_bytes.fetch_sub(locked, std::memory_order_relaxed);
 }
 void count_failure() noexcept { failures.fetch_add(1, std::memory_order_relaxed); }
+void count_violation() noexcept { violations.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace detail
 }  // namespace securememory

@@ -7,6 +7,7 @@
 // objects made their destructors crash).
 #include <securememory/registry.hpp>
 
+#include "backends/memguard.hpp"
 #include "backends/protectedmemory.hpp"
 #include "internal.hpp"
 
@@ -65,6 +66,7 @@ SecretFactory registry::make_factory(std::string_view name) const {
 registry& default_registry() {
   static registry* instance = [] {
     auto* r = new registry();  // never destroyed: see the file comment
+    r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
     return r;
   }();

@@ -6,7 +6,8 @@
 //   readers_   accesses in flight (with_bytes calls and Reader::read calls)
 //   readable_  the pages are currently read-only (else no-access)
 //   closing_   close() has started: new accesses are refused
-//   released_  the region has been wiped and given back
+//   finished_  the region has been released (or quarantined)
+//   deferred_  a release or quarantine the last reader must run
 //
 // The first access makes the pages readable, the last one makes them
 // no-access again; the callback itself runs with no lock held, so readers
@@ -16,6 +17,13 @@
 // so close() from inside the same secret's callback is detected and refused
 // with errc::reentrant_close instead of deadlocking. Destroying the handle
 // from inside its own callback defers the close to the last reader.
+//
+// Backends with an integrity check (has_integrity_check()) are verified on
+// every open, on close and on Secret::verify(). A violation goes to the
+// handler once (lib/violation.cpp), then the policy aborts, or quarantines
+// the secret (at once, or by the last reader still in flight) and throws
+// errc::canary_violation. A secret inherited through fork() is refused in
+// the child, and closing it there only drops the mapping.
 //
 // Backends are called with the mutex held, one region at a time: they need
 // no locking of their own for a region.
@@ -29,6 +37,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -71,8 +80,8 @@ class secret_state {
   secret_state& operator=(const secret_state&) = delete;
 
   ~secret_state() {
-    // Only reached without a close() when a deferred close was pending or a
-    // Reader outlived a handle that was never closed: release quietly.
+    // Reached without a close() only when a Reader outlived a handle whose
+    // close failed half-way, or after a deferred action: release quietly.
     close_noexcept();
   }
 
@@ -84,8 +93,7 @@ class secret_state {
       region_ = backend_->allocate(size);
     } catch (...) {
       count_failure();
-      released_ = true;
-      closing_.store(true, std::memory_order_relaxed);
+      mark_finished();
       throw;
     }
     try {
@@ -93,8 +101,7 @@ class secret_state {
       backend_->protect(region_, access::none);
     } catch (...) {
       count_failure();
-      released_ = true;
-      closing_.store(true, std::memory_order_relaxed);
+      mark_finished();
       try {
         backend_->release(region_);
       } catch (const std::exception& e) {
@@ -110,62 +117,52 @@ class secret_state {
   std::string_view backend_name() const noexcept { return backend_->name(); }
   bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
 
-  void begin_access() {
+  // One more reader: the first opens the pages; each open checks integrity.
+  void begin_access(violation_check check = violation_check::on_open) {
     std::unique_lock lock(mutex_);
-    if (closing_.load(std::memory_order_relaxed)) {
-      throw error(errc::closed, "secret is closed: it can no longer be read; create a new one");
-    }
-    if (generation_ != fork_generation()) {
-      throw error(errc::closed,
-                  "secret belongs to the parent process: its memory was wiped at fork(); create secrets in the child");
-    }
-    if (readers_ == 0 && !readable_) {
-      try {
-        backend_->protect(region_, access::read);
-      } catch (...) {
-        count_failure();
-        throw;
-      }
-      readable_ = true;
-    }
+    throw_if_unusable();
+    open_locked();
+    check_integrity_locked(check);  // throws (quarantine) or aborts on a violation
     ++readers_;
   }
 
-  // Ends one access; the last one makes the pages no-access again. When
-  // that fails the pages stay readable (the next access or close tries
-  // again) and the failure is thrown (may_throw) or logged.
+  // Ends one access; the last one makes the pages no-access again, or runs
+  // the action deferred until the secret is idle. When re-protecting fails
+  // the pages stay readable (the next access or the close tries again) and
+  // the failure is thrown (may_throw) or logged.
   void end_access(bool may_throw) {
     std::unique_lock lock(mutex_);
     --readers_;
     if (readers_ != 0) return;
-    bool ok = true;
-    int err = 0;
-    std::string what;
+    if (deferred_ != deferred::nothing) {
+      run_deferred_locked();
+      return;
+    }
     try {
-      backend_->protect(region_, access::none);
-      readable_ = false;
+      close_pages_locked();
     } catch (const error& e) {
-      ok = false;
-      err = e.sys_errno();
-      what = e.what();
-      count_failure();
+      if (closing_.load(std::memory_order_relaxed)) idle_.notify_all();
+      if (may_throw) throw error(errc::protection_failed, std::string(e.what()) + "; the secret may still be readable", e.sys_errno());
+      log_error(std::string("could not make a secret no-access again after an access: ") + e.what());
+      return;
     }
-    if (closing_.load(std::memory_order_relaxed)) {
-      if (close_when_idle_) {
-        release_quietly();
-      } else {
-        idle_.notify_all();
-      }
+    if (closing_.load(std::memory_order_relaxed)) idle_.notify_all();
+  }
+
+  // Secret::verify(): an integrity check now, without keeping the secret open.
+  void verify_now() {
+    if (!backend_->has_integrity_check()) {
+      const std::unique_lock lock(mutex_);
+      throw_if_unusable();
+      return;
     }
-    if (!ok) {
-      if (may_throw) throw error(errc::protection_failed, what + "; the secret may still be readable", err);
-      log_error("could not make a secret no-access again after an access: " + what);
-    }
+    begin_access(violation_check::on_verify);
+    end_access(true);
   }
 
   void close(const access_scope* innermost_scope) {
     std::unique_lock lock(mutex_);
-    if (released_) return;
+    if (finished_) return;
     if (inside_own_access(innermost_scope)) {
       throw error(errc::reentrant_close,
                   "close() called from inside this secret's own with_bytes callback or read; close it after the "
@@ -173,7 +170,26 @@ class secret_state {
     }
     closing_.store(true, std::memory_order_release);
     idle_.wait(lock, [this] { return readers_ == 0; });
-    if (released_) return;  // another thread closed it while we waited
+    if (finished_) return;  // another thread closed it while we waited
+    if (generation_ != fork_generation()) {
+      // A parent's secret in a forked child: its pages hold no secret here
+      // (wiped or not inherited at fork) and the allocator's metadata may
+      // be zero too, so the backend only drops its mapping.
+      mark_finished();
+      count_released(region_.locked);
+      backend_->release_after_fork(region_);
+      return;
+    }
+    if (backend_->has_integrity_check()) {
+      bool opened = true;
+      try {
+        open_locked();
+      } catch (const error& e) {
+        opened = false;  // cannot check; release all the same
+        log_error(std::string("could not open a secret to check it before release: ") + e.what());
+      }
+      if (opened) check_integrity_locked(violation_check::on_close);
+    }
     release_locked();
   }
 
@@ -183,10 +199,10 @@ class secret_state {
     try {
       {
         std::unique_lock lock(mutex_);
-        if (released_) return;
+        if (finished_) return;
         if (inside_own_access(innermost_scope)) {
           closing_.store(true, std::memory_order_release);
-          close_when_idle_ = true;
+          if (deferred_ == deferred::nothing) deferred_ = deferred::release;
           return;
         }
       }
@@ -199,13 +215,97 @@ class secret_state {
   }
 
  private:
+  // What the last reader does instead of re-protecting.
+  enum class deferred : unsigned char { nothing, release, quarantine };
+
   bool inside_own_access(const access_scope* scope) const noexcept;
 
-  void release_locked() {
-    released_ = true;
+  void throw_if_unusable() const {
+    if (closing_.load(std::memory_order_relaxed)) {
+      throw error(errc::closed, "secret is closed: it can no longer be read; create a new one");
+    }
+    if (generation_ != fork_generation()) {
+      throw error(errc::closed,
+                  "secret belongs to the parent process: its memory was wiped at fork(); create secrets in the child");
+    }
+  }
+
+  void mark_finished() noexcept {
+    finished_ = true;
     readable_ = false;
-    const std::size_t locked = region_.locked;
-    count_released(locked);
+    closing_.store(true, std::memory_order_release);
+  }
+
+  void open_locked() {
+    if (readable_) return;
+    try {
+      backend_->protect(region_, access::read);
+    } catch (...) {
+      count_failure();
+      throw;
+    }
+    readable_ = true;
+  }
+
+  void close_pages_locked() {
+    try {
+      backend_->protect(region_, access::none);
+    } catch (...) {
+      count_failure();
+      throw;
+    }
+    readable_ = false;
+  }
+
+  // With the pages readable: runs the backend's check; on a violation calls
+  // the handler (once per secret), then aborts or quarantines and throws.
+  void check_integrity_locked(violation_check check) {
+    if (!backend_->has_integrity_check()) return;
+    const integrity found = backend_->verify(region_);
+    if (found == integrity::intact) return;
+    Violation v;
+    v.backend = backend_->name();
+    v.size = region_.size;
+    v.check = check;
+    v.kind = violation_kind::canary_before_data;
+    const violation_policy policy = report_violation(v);
+    if (policy == violation_policy::abort) {
+      log_critical("aborting after an integrity violation (policy abort)");
+      std::abort();
+    }
+    closing_.store(true, std::memory_order_release);
+    if (readers_ == 0) {
+      quarantine_locked();
+    } else {
+      deferred_ = deferred::quarantine;  // the last reader in flight does it
+    }
+    throw error(errc::canary_violation,
+                fmt::format("integrity violation in a {}-byte {} secret ({}, {}): the secret was wiped and "
+                            "quarantined (its pages stay mapped no-access); memory near it was overwritten, "
+                            "look for a buffer overflow or underflow",
+                            v.size, v.backend, to_string(check), to_string(v.kind)));
+  }
+
+  void quarantine_locked() noexcept {
+    const std::size_t locked_before = region_.locked;
+    backend_->quarantine(region_);
+    mark_finished();
+    count_released(locked_before - region_.locked);
+    idle_.notify_all();
+  }
+
+  void run_deferred_locked() noexcept {
+    if (deferred_ == deferred::quarantine) {
+      quarantine_locked();
+    } else {
+      release_quietly();
+    }
+    deferred_ = deferred::nothing;
+  }
+
+  void release_locked() {
+    mark_finished();
+    count_released(region_.locked);
     try {
       backend_->release(region_);
     } catch (...) {
@@ -220,6 +320,7 @@ class secret_state {
     } catch (const std::exception& e) {
       log_error(std::string("releasing a secret failed: ") + e.what());
     }
+    idle_.notify_all();
   }
 
   friend class securememory::detail::access_scope;
@@ -230,10 +331,10 @@ class secret_state {
   std::mutex mutex_;
   std::condition_variable idle_;
   unsigned readers_ = 0;
-  bool readable_ = false;
-  bool released_ = false;
-  bool close_when_idle_ = false;
-  std::atomic<bool> closing_{false};
+  bool readable_ = false;   // pages are read-only now (else no-access)
+  bool finished_ = false;   // released or quarantined: nothing is held
+  deferred deferred_ = deferred::nothing;
+  std::atomic<bool> closing_{false};  // no new readers
 };
 
 bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
@@ -292,6 +393,11 @@ void Secret::close() {
   if (state_) state_->close(detail::innermost);
 }
 
+void Secret::verify() const {
+  if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
+  state_->verify_now();
+}
+
 Reader Secret::reader() const {
   if (!state_ || state_->is_closed()) throw error(errc::closed, "cannot read a closed secret");
   return Reader(state_);
@@ -343,6 +449,19 @@ Secret SecretFactory::create_random(std::size_t size) const {
 }
 
 backend::~backend() = default;
-bool backend::verify(const region&) const noexcept { return true; }
+bool backend::has_integrity_check() const noexcept { return false; }
+integrity backend::verify(const region&) const noexcept { return integrity::intact; }
+
+void backend::release_after_fork(region&) noexcept {}
+
+void backend::quarantine(region& r) noexcept {
+  try {
+    protect(r, access::read_write);
+    sodium_memzero(r.data, r.size);
+    protect(r, access::none);
+  } catch (const std::exception& e) {
+    detail::log_error(std::string("quarantining a secret failed: ") + e.what());
+  }
+}
 
 }  // namespace securememory

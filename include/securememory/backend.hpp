@@ -7,6 +7,7 @@
 #pragma once
 
 #include <securememory/config.hpp>
+#include <securememory/violation.hpp>
 
 #include <cstddef>
 #include <string_view>
@@ -20,6 +21,12 @@ enum class access : unsigned char {
   read_write,  ///< Readable and writable (only while the library fills or wipes it).
 };
 
+/// The result of a backend's integrity check.
+enum class integrity : unsigned char {
+  intact,             ///< Nothing found.
+  canary_corrupted,   ///< The canary in front of the data was overwritten.
+};
+
 /// One secret's memory, as a backend handed it out.
 struct region {
   std::byte* data = nullptr;  ///< First byte of the secret (size bytes follow).
@@ -27,6 +34,7 @@ struct region {
   void* base = nullptr;       ///< Backend-private: start of what was mapped.
   std::size_t mapped = 0;     ///< Bytes of address space this region costs.
   std::size_t locked = 0;     ///< Bytes of locked memory this region costs.
+  access current = access::read_write;  ///< Access now in force (kept by the backend's protect()).
 };
 
 /// A memory provider. Implementations must be safe to call from several
@@ -55,9 +63,26 @@ class SECUREMEMORY_API backend {
   /// error(protection_failed) (could not wipe) or error(release_failed).
   virtual void release(region& r) = 0;
 
-  /// Checks the region's canaries, if the backend has any. Returns false
-  /// when the memory around the secret was corrupted.
-  [[nodiscard]] virtual bool verify(const region& r) const noexcept;
+  /// True when verify() checks something (canaries, authentication). The
+  /// state machine then calls verify() on every open, on close and on
+  /// Secret::verify(); otherwise it skips the calls (and their mprotect).
+  [[nodiscard]] virtual bool has_integrity_check() const noexcept;
+
+  /// Checks the memory around the secret. Called only while the region is
+  /// readable. The default reports intact.
+  [[nodiscard]] virtual integrity verify(const region& r) const noexcept;
+
+  /// After a violation, with policy quarantine: wipe the secret and leave
+  /// its pages mapped and no-access, never returning them to an allocator
+  /// whose own metadata may be corrupted. The default makes the region
+  /// writable, zeroes the data and makes it no-access again. Never throws.
+  virtual void quarantine(region& r) noexcept;
+
+  /// In a forked child, for a region the parent allocated: drop it without
+  /// reading or wiping it (its pages were wiped at fork or not inherited,
+  /// and allocator metadata in them may be gone). The default does nothing
+  /// (the mapping stays in the child). Never throws.
+  virtual void release_after_fork(region& r) noexcept;
 };
 
 }  // namespace securememory

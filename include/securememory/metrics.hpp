@@ -13,6 +13,7 @@ struct metrics_snapshot {
   std::uint64_t in_use = 0;        ///< Secrets created and not yet closed.
   std::uint64_t locked_bytes = 0;  ///< Bytes of locked memory the live secrets hold.
   std::uint64_t failures = 0;      ///< Failed allocations, protections and releases.
+  std::uint64_t violations = 0;    ///< Integrity violations found (canaries, authentication).
 };
 
 /// The current counters. Thread-safe; each field is read atomically (the

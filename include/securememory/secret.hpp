@@ -96,6 +96,12 @@ class SECUREMEMORY_API Secret {
   /// A sequential reader of the bytes (copies out in chunks).
   [[nodiscard]] Reader reader() const;
 
+  /// Runs the backend's integrity check now (a no-op for backends without
+  /// one). On a violation: the violation handler, then the policy (abort, or
+  /// quarantine and throw error(canary_violation)). Throws error(closed)
+  /// after close.
+  void verify() const;
+
  private:
   friend class SecretFactory;
   explicit Secret(std::shared_ptr<detail::secret_state> s) noexcept;

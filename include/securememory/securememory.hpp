@@ -11,3 +11,4 @@
 #include <securememory/metrics.hpp>
 #include <securememory/registry.hpp>
 #include <securememory/secret.hpp>
+#include <securememory/violation.hpp>

@@ -21,15 +21,6 @@
 namespace securememory::detail {
 namespace {
 
-int to_prot(access a) noexcept {
-  switch (a) {
-    case access::none: return PROT_NONE;
-    case access::read: return PROT_READ;
-    case access::read_write: return PROT_READ | PROT_WRITE;
-  }
-  return PROT_NONE;
-}
-
 class protectedmemory final : public backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "protectedmemory"; }
@@ -59,16 +50,11 @@ class protectedmemory final : public backend {
     return r;
   }
 
-  void protect(region& r, access a) override {
-    if (os::protect(r.base, r.mapped, to_prot(a)) != 0) {
-      const int err = errno;
-      throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
-    }
-  }
+  void protect(region& r, access a) override { protect_pages(r.base, r.mapped, r, a); }
 
   void release(region& r) override {
     int wipe_err = 0;
-    if (os::protect(r.base, r.mapped, PROT_READ | PROT_WRITE) == 0) {
+    if (r.current == access::read_write || os::protect(r.base, r.mapped, PROT_READ | PROT_WRITE) == 0) {
       sodium_memzero(r.base, r.mapped);
     } else {
       wipe_err = errno;  // cannot write the pages, so cannot wipe them; still give them back
@@ -82,6 +68,11 @@ class protectedmemory final : public backend {
     }
     if (unlock_err != 0) throw_os_error(errc::release_failed, "secret wiped, but unlocking failed", "munlock", unlock_err);
     if (unmap_err != 0) throw_os_error(errc::release_failed, "secret wiped, but unmapping failed", "munmap", unmap_err);
+  }
+
+ void release_after_fork(region& r) noexcept override {
+    os::unmap(r.base, r.mapped);  // the child's copy is zero (MADV_WIPEONFORK) and was never locked here
+    r = region{};
   }
 
  private:
