@@ -1,7 +1,7 @@
 // securememory: the access state machine shared by every backend.
 //
 // Theory of operation. A secret_state owns one backend region and guards it
-// with a mutex and a condition variable:
+// with a 4-byte mutex (small_mutex.hpp):
 //
 //   readers_   accesses in flight (with_bytes calls and Reader::read calls)
 //   readable_  the pages are currently read-only (else no-access)
@@ -11,7 +11,10 @@
 //
 // The first access makes the pages readable, the last one makes them
 // no-access again; the callback itself runs with no lock held, so readers
-// overlap and share one opening. close() sets closing_, waits until
+// overlap and share one opening. A last reader that sees another reader
+// already queued for the lock (waiting_) leaves the pages open for it
+// (hand-off), so back-to-back readers on several threads share one opening
+// too. close() waits on readers_ (C++20 atomic wait). close() sets closing_, waits until
 // readers_ is 0, then releases. Each thread keeps a stack (linked through
 // the access_scope objects on its own stack) of the accesses it is inside,
 // so close() from inside the same secret's callback is detected and refused
@@ -30,6 +33,7 @@
 #include <securememory/secret.hpp>
 
 #include "internal.hpp"
+#include "small_mutex.hpp"
 
 #include <securememory/error.hpp>
 
@@ -38,7 +42,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <pthread.h>
@@ -119,11 +122,15 @@ class secret_state {
 
   // One more reader: the first opens the pages; each open checks integrity.
   void begin_access(violation_check check = violation_check::on_open) {
+    // Announce this reader before taking the lock: a last reader leaving
+    // meanwhile then hands the open pages over instead of re-protecting.
+    waiting_.fetch_add(1, std::memory_order_relaxed);
     std::unique_lock lock(mutex_);
+    waiting_.fetch_sub(1, std::memory_order_relaxed);
     throw_if_unusable();
     open_locked();
     check_integrity_locked(check);  // throws (quarantine) or aborts on a violation
-    ++readers_;
+    readers_.fetch_add(1, std::memory_order_relaxed);
   }
 
   // Ends one access; the last one makes the pages no-access again, or runs
@@ -132,21 +139,24 @@ class secret_state {
   // the failure is thrown (may_throw) or logged.
   void end_access(bool may_throw) {
     std::unique_lock lock(mutex_);
-    --readers_;
-    if (readers_ != 0) return;
+    if (readers_.fetch_sub(1, std::memory_order_relaxed) != 1) return;
     if (deferred_ != deferred::nothing) {
       run_deferred_locked();
       return;
     }
+    const bool closing = closing_.load(std::memory_order_relaxed);
+    if (closing) readers_.notify_all();  // close() may be waiting for this
+    // Hand-off: a reader is already waiting for the lock, so it will find
+    // the pages open instead of paying for mprotect twice. Readers that
+    // follow each other back to back thus share one opening, like readers
+    // that overlap. (A closing secret is always re-protected or released.)
+    if (!closing && waiting_.load(std::memory_order_relaxed) != 0) return;
     try {
       close_pages_locked();
     } catch (const error& e) {
-      if (closing_.load(std::memory_order_relaxed)) idle_.notify_all();
       if (may_throw) throw error(errc::protection_failed, std::string(e.what()) + "; the secret may still be readable", e.sys_errno());
       log_error(std::string("could not make a secret no-access again after an access: ") + e.what());
-      return;
     }
-    if (closing_.load(std::memory_order_relaxed)) idle_.notify_all();
   }
 
   // Secret::verify(): an integrity check now, without keeping the secret open.
@@ -161,15 +171,22 @@ class secret_state {
   }
 
   void close(const access_scope* innermost_scope) {
-    std::unique_lock lock(mutex_);
-    if (finished_) return;
-    if (inside_own_access(innermost_scope)) {
+    if (inside_own_access(innermost_scope)) {  // this thread's own stack: no lock needed
+      if (finished_now()) return;
       throw error(errc::reentrant_close,
                   "close() called from inside this secret's own with_bytes callback or read; close it after the "
                   "callback returns");
     }
+    // Refuse new readers before queueing for the lock, so that a stream of
+    // readers cannot starve the close.
     closing_.store(true, std::memory_order_release);
-    idle_.wait(lock, [this] { return readers_ == 0; });
+    std::unique_lock lock(mutex_);
+    if (finished_) return;
+    for (std::uint32_t n; (n = readers_.load(std::memory_order_relaxed)) != 0;) {
+      lock.unlock();
+      readers_.wait(n, std::memory_order_relaxed);  // woken by the last reader
+      lock.lock();
+    }
     if (finished_) return;  // another thread closed it while we waited
     if (generation_ != fork_generation()) {
       // A parent's secret in a forked child: its pages hold no secret here
@@ -219,6 +236,11 @@ class secret_state {
   enum class deferred : unsigned char { nothing, release, quarantine };
 
   bool inside_own_access(const access_scope* scope) const noexcept;
+
+  bool finished_now() noexcept {
+    const std::unique_lock lock(mutex_);
+    return finished_;
+  }
 
   void throw_if_unusable() const {
     if (closing_.load(std::memory_order_relaxed)) {
@@ -274,7 +296,7 @@ class secret_state {
       std::abort();
     }
     closing_.store(true, std::memory_order_release);
-    if (readers_ == 0) {
+    if (readers_.load(std::memory_order_relaxed) == 0) {
       quarantine_locked();
     } else {
       deferred_ = deferred::quarantine;  // the last reader in flight does it
@@ -291,7 +313,6 @@ class secret_state {
     backend_->quarantine(region_);
     mark_finished();
     count_released(locked_before - region_.locked);
-    idle_.notify_all();
   }
 
   void run_deferred_locked() noexcept {
@@ -320,7 +341,6 @@ class secret_state {
     } catch (const std::exception& e) {
       log_error(std::string("releasing a secret failed: ") + e.what());
     }
-    idle_.notify_all();
   }
 
   friend class securememory::detail::access_scope;
@@ -328,9 +348,9 @@ class secret_state {
   std::shared_ptr<backend> backend_;
   region region_{};
   std::uint64_t generation_;
-  std::mutex mutex_;
-  std::condition_variable idle_;
-  unsigned readers_ = 0;
+  small_mutex mutex_;
+  std::atomic<std::uint32_t> readers_{0};  // changed under mutex_; waited on by close()
+  std::atomic<std::uint32_t> waiting_{0};  // readers announced but not yet holding mutex_
   bool readable_ = false;   // pages are read-only now (else no-access)
   bool finished_ = false;   // released or quarantined: nothing is held
   deferred deferred_ = deferred::nothing;
