@@ -2,7 +2,10 @@
 """Counts test results from one or more Meson log directories and prints
 one line "N passed, N failed, N skipped".
 
-Usage: count-results.py BUILD_DIR [BUILD_DIR ...]
+Usage: count-results.py [--step=NAME:EXIT_CODE ...] BUILD_DIR [BUILD_DIR ...]
+
+A --step is a check run outside Meson (e.g. the install check): one
+result, passed when its exit code is 0.
 
 testlog.json gives each Meson test's overall result; testlog.junit.xml
 gives the TAP test cases (one Catch2 TEST_CASE each) of the tests that
@@ -19,6 +22,14 @@ BAD = {"FAIL", "ERROR", "TIMEOUT", "UNEXPECTEDPASS"}
 passed = failed = skipped = 0
 
 for build in sys.argv[1:]:
+    if build.startswith("--step="):
+        name, _, code = build[len("--step="):].rpartition(":")
+        if code == "0":
+            passed += 1
+        else:
+            print(f"count-results: step {name} failed (exit {code})", file=sys.stderr)
+            failed += 1
+        continue
     logs = os.path.join(build, "meson-logs")
     try:
         tests = [json.loads(line) for line in open(os.path.join(logs, "testlog.json"), encoding="utf-8")]
