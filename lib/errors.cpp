@@ -7,6 +7,7 @@
 #include "internal.hpp"
 #include "os/os.hpp"
 
+#include <cerrno>
 #include <cstdint>
 #include <limits>
 
@@ -65,6 +66,13 @@ std::size_t round_to_pages(std::size_t size, std::size_t extra) {
                 fmt::format("secret size {} is too large: rounding it to whole pages overflows", size));
   }
   return (size + extra + page - 1) / page * page;
+}
+
+void protect_pages(void* addr, std::size_t length, access a) {
+  if (os::protect(addr, length, page_protection(a)) != 0) {
+    const int err = errno;
+    throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
+  }
 }
 
 std::string memlock_hint() {

@@ -2,11 +2,13 @@
 // Nothing here is part of the public API or exported.
 #pragma once
 
+#include <securememory/backend.hpp>
 #include <securememory/error.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <sys/mman.h>
 
 #include <spdlog/fmt/fmt.h>
 
@@ -33,6 +35,20 @@ std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
 
 /// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise it.
 std::string memlock_hint();
+
+/// The mprotect flags for an access level (shared by the page-based backends).
+constexpr int page_protection(access a) noexcept {
+  switch (a) {
+    case access::none: return PROT_NONE;
+    case access::read: return PROT_READ;
+    case access::read_write: return PROT_READ | PROT_WRITE;
+  }
+  return PROT_NONE;
+}
+
+/// mprotect(addr, length, page_protection(a)) through lib/os/; throws
+/// error(protection_failed) naming mprotect and its errno.
+void protect_pages(void* addr, std::size_t length, access a);
 
 // --- metrics --------------------------------------------------------------
 

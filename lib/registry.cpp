@@ -8,6 +8,7 @@
 #include <securememory/registry.hpp>
 
 #include "backends/protectedmemory.hpp"
+#include "backends/secretmem.hpp"
 #include "internal.hpp"
 
 #include <securememory/error.hpp>
@@ -66,6 +67,7 @@ registry& default_registry() {
   static registry* instance = [] {
     auto* r = new registry();  // never destroyed: see the file comment
     r->add("protectedmemory", detail::make_protectedmemory);
+    r->add("secretmem", detail::make_secretmem);
     return r;
   }();
   return *instance;

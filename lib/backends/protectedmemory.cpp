@@ -21,15 +21,6 @@
 namespace securememory::detail {
 namespace {
 
-int to_prot(access a) noexcept {
-  switch (a) {
-    case access::none: return PROT_NONE;
-    case access::read: return PROT_READ;
-    case access::read_write: return PROT_READ | PROT_WRITE;
-  }
-  return PROT_NONE;
-}
-
 class protectedmemory final : public backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "protectedmemory"; }
@@ -59,12 +50,7 @@ class protectedmemory final : public backend {
     return r;
   }
 
-  void protect(region& r, access a) override {
-    if (os::protect(r.base, r.mapped, to_prot(a)) != 0) {
-      const int err = errno;
-      throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
-    }
-  }
+  void protect(region& r, access a) override { protect_pages(r.base, r.mapped, a); }
 
   void release(region& r) override {
     int wipe_err = 0;
