@@ -18,6 +18,7 @@
 #include <fstream>
 #include <set>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -309,10 +310,27 @@ struct peek_result {
   ssize_t got = -1;  // pread's result on /proc/PID/mem
   int err = 0;
   bool same_bytes = false;
+  bool peek_ok = false;          // PTRACE_PEEKDATA of the first word succeeded...
+  bool peek_same_bytes = false;  // ...and returned the secret's bytes
 };
 
+// Attaches to pid with ptrace, reads the word at addr, detaches.
+void peek_with_ptrace(pid_t pid, const std::byte* addr, peek_result& result) {
+  if (ptrace(PTRACE_ATTACH, pid, nullptr, nullptr) != 0) return;
+  int status = 0;
+  if (waitpid(pid, &status, 0) == pid && WIFSTOPPED(status)) {
+    errno = 0;
+    const long word = ptrace(PTRACE_PEEKDATA, pid, addr, nullptr);
+    result.peek_ok = errno == 0;
+    const auto expected = test::pattern(64, 42);
+    result.peek_same_bytes = result.peek_ok && std::memcmp(&word, expected.data(), sizeof word) == 0;
+  }
+  ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+}
+
 // A child holds a secret made from pattern(64, 42) (inside with_bytes when
-// `open`); the parent, root, preads the child's /proc/PID/mem at its address.
+// `open`); the parent, root, preads the child's /proc/PID/mem at its
+// address, then attaches with ptrace and peeks there.
 peek_result peek_at_child(const std::string& backend, bool open) {
   int to_parent[2];
   int to_child[2];
@@ -354,6 +372,7 @@ peek_result peek_at_child(const std::string& backend, bool open) {
     result.err = result.got < 0 ? errno : 0;
     if (mem >= 0) close(mem);
     result.same_bytes = result.got == 64 && got == test::pattern(64, 42);
+    peek_with_ptrace(pid, addr, result);
   }
   const char go = 1;
   (void)!write(to_child[1], &go, 1);
@@ -368,7 +387,7 @@ peek_result peek_at_child(const std::string& backend, bool open) {
 
 }  // namespace
 
-TEST_CASE("root reading a child's /proc/PID/mem gets an error for secretmem, the bytes for protectedmemory", "[secretmem][proc-mem]") {
+TEST_CASE("root reading a child's memory (/proc/PID/mem, ptrace) gets an error for secretmem, the bytes for protectedmemory", "[secretmem][proc-mem]") {
   if (!secretmem_here()) return;
   const bool open = GENERATE(false, true);
   CAPTURE(open);
@@ -377,11 +396,39 @@ TEST_CASE("root reading a child's /proc/PID/mem gets an error for secretmem, the
   CHECK(secret_view.got < 0);
   CHECK(secret_view.err == EIO);
   CHECK_FALSE(secret_view.same_bytes);
+  CHECK_FALSE(secret_view.peek_ok);
+  CHECK_FALSE(secret_view.peek_same_bytes);
   // The contrast: mprotect'd pages are readable by root even while PROT_NONE.
   const auto protected_view = peek_at_child("protectedmemory", open);
   REQUIRE(protected_view.child_ready);
   CHECK(protected_view.got == 64);
   CHECK(protected_view.same_bytes);
+  CHECK(protected_view.peek_same_bytes);
+}
+
+SM_TEST("direct I/O from a secretmem secret fails with EFAULT; copying writes work", "[secretmem][limits]") {
+  if (!secretmem_here()) return;
+  const char* path = "secretmem-test-direct-io.tmp";  // in the build directory: tmpfs refuses O_DIRECT
+  const int fd = ::open(path, O_CREAT | O_WRONLY | O_TRUNC | O_DIRECT, 0600);
+  if (fd < 0) {
+    WARN("skipped: this file system refuses O_DIRECT (" << std::strerror(errno) << ")");
+    return;
+  }
+  unlink(path);
+  const auto write_from = [fd](const securememory::Secret& s) {
+    return s.with_bytes([fd](std::span<const std::byte> b) { return write(fd, b.data(), b.size()) < 0 ? errno : 0; });
+  };
+  const auto secret = securememory::make_factory("secretmem").create_random(page);
+  CHECK(write_from(secret) == EFAULT);  // the kernel will not pin secretmem pages
+  const auto contrast = securememory::make_factory("protectedmemory").create_random(page);
+  CHECK(write_from(contrast) == 0);
+  close(fd);
+  int pipe_fds[2];
+  REQUIRE(pipe(pipe_fds) == 0);  // a pipe copies through the process's own mapping
+  CHECK(secret.with_bytes([&](std::span<const std::byte> b) { return write(pipe_fds[1], b.data(), b.size()); }) ==
+        static_cast<ssize_t>(page));
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
 }
 
 SM_TEST("4 threads creating, reading and closing secretmem secrets share arenas safely", "[secretmem][concurrency]") {

@@ -24,7 +24,7 @@ enum class access : unsigned char {
 struct region {
   std::byte* data = nullptr;  ///< First byte of the secret (size bytes follow).
   std::size_t size = 0;       ///< Bytes the user asked for.
-  void* base = nullptr;       ///< Backend-private: start of what was mapped.
+  void* base = nullptr;       ///< Backend-private (protectedmemory: start of the mapping; secretmem: the slot's arena).
   std::size_t mapped = 0;     ///< Bytes of address space this region costs.
   std::size_t locked = 0;     ///< Bytes of locked memory this region costs.
 };

@@ -27,10 +27,12 @@
 // locked = those pages); 0 descriptors held (one is open for a moment while
 // an arena is made); one mapping (VMA) per arena while all are idle, plus up
 // to 2 while a secret is open (mprotect splits its slot off; it merges back
-// when closed again). For N one-page secrets about log2(N / 16) arenas up to
-// 1024 pages, then N / 1024 more. RLIMIT_MEMLOCK is charged for whole
-// arenas, free slots included (at most one arena's worth above what the
-// secrets use). An arena is unmapped as soon as its last secret is closed.
+// when closed again). For N one-page secrets: 1 arena up to 16,
+// ceil(log2(N / 16)) + 1 up to 2048, then 8 + ceil((N - 2048) / 1024)
+// (10,000 secrets: 16 arenas, measured). RLIMIT_MEMLOCK is charged for whole
+// arenas, free slots included (after a run of creations at most one arena
+// beyond what the secrets use; more when closes leave holes). An arena is
+// unmapped as soon as its last secret is closed.
 #pragma once
 
 #include <securememory/backend.hpp>
