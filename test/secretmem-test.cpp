@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -429,6 +430,45 @@ SM_TEST("direct I/O from a secretmem secret fails with EFAULT; copying writes wo
         static_cast<ssize_t>(page));
   close(pipe_fds[0]);
   close(pipe_fds[1]);
+}
+
+namespace {
+
+// A lib/os/ hook that keeps one chosen thread inside memfd_secret (called
+// with the arena lock held) for a while, so the test can fork right then.
+std::atomic<bool> holder_inside{false};
+thread_local bool is_holder = false;
+int hold_memfd_secret(call c, void*) noexcept {
+  if (c == call::memfd_secret && is_holder) {
+    holder_inside = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  return 0;
+}
+
+}  // namespace
+
+SM_TEST("a fork while another thread holds the arena lock leaves the child a usable backend", "[secretmem][fork][concurrency]") {
+  if (!secretmem_here()) return;
+  auto factory = securememory::make_factory("secretmem");
+  REQUIRE(secretmem_mappings() == 0);  // the holder's create must make an arena
+  holder_inside = false;
+  securememory::detail::os::set_fault_hook(hold_memfd_secret, nullptr);
+  std::thread holder([&] {
+    is_holder = true;
+    (void)factory.create_random(32);
+  });
+  while (!holder_inside.load()) std::this_thread::yield();
+  const auto r = test::run_in_child([&factory] {
+    alarm(3);  // an arena lock inherited locked would hang here: die of SIGALRM instead
+    auto own = factory.create_random(32);
+    return own.with_bytes([](std::span<const std::byte> b) { return b.size() == 32 ? 0 : 2; });
+  });
+  holder.join();
+  securememory::detail::os::set_fault_hook(nullptr, nullptr);
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
 }
 
 SM_TEST("4 threads creating, reading and closing secretmem secrets share arenas safely", "[secretmem][concurrency]") {

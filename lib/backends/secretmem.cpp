@@ -28,7 +28,9 @@
 // cannot tell a parent's slot from a child's.
 //
 // Availability is probed once per process (memfd_secret, then close); a
-// refusal by the kernel is remembered, a transient failure is not.
+// refusal by the kernel is remembered, a transient failure is not. Both
+// locks are held across fork() so a child can use the backend even when
+// another thread was inside it at the time of the fork.
 #include "backends/secretmem.hpp"
 
 #include "internal.hpp"
@@ -43,6 +45,7 @@
 #include <fcntl.h>
 #include <limits>
 #include <mutex>
+#include <pthread.h>
 #include <vector>
 
 namespace securememory::detail {
@@ -197,6 +200,11 @@ class secretmem final : public backend {
 
   void protect(region& r, access a) override { protect_pages(r.data, r.mapped, a); }
 
+  // Held across fork() (pthread_atfork), so that a child never inherits it
+  // locked by a thread that does not exist there.
+  void lock_for_fork() noexcept { mutex_.lock(); }
+  void unlock_after_fork() noexcept { mutex_.unlock(); }
+
   void release(region& r) override {
     auto* a = static_cast<arena*>(r.base);
     const std::size_t page = os::page_size();
@@ -307,11 +315,28 @@ void require_available() {
                                         : std::string("this looks transient; the next attempt probes again"));
 }
 
+// fork() handlers: the probe's and the arenas' locks are taken before the
+// fork and released on both sides after it.
+secretmem* forking_instance = nullptr;  // set once, before the handlers are registered
+void before_fork() noexcept {
+  probe().mutex.lock();
+  forking_instance->lock_for_fork();
+}
+void after_fork() noexcept {
+  forking_instance->unlock_after_fork();
+  probe().mutex.unlock();
+}
+
 }  // namespace
 
 std::shared_ptr<backend> make_secretmem() {
   require_available();
-  static const std::shared_ptr<backend>* instance = new std::shared_ptr<backend>(std::make_shared<secretmem>());
+  static const std::shared_ptr<backend>* instance = [] {
+    auto made = std::make_shared<secretmem>();
+    forking_instance = made.get();
+    pthread_atfork(before_fork, after_fork, after_fork);
+    return new std::shared_ptr<backend>(std::move(made));  // never destroyed, like the registry
+  }();
   return *instance;
 }
 
