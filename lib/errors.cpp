@@ -80,10 +80,7 @@ std::string memlock_hint() {
 }
 
 void protect_pages(void* addr, std::size_t length, region& r, access a) {
-  int prot = PROT_NONE;
-  if (a == access::read) prot = PROT_READ;
-  if (a == access::read_write) prot = PROT_READ | PROT_WRITE;
-  if (os::protect(addr, length, prot) != 0) {
+  if (os::protect(addr, length, page_protection(a)) != 0) {
     const int err = errno;
     throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
   }

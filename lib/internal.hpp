@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <sys/mman.h>
 
 #include <spdlog/fmt/fmt.h>
 
@@ -36,8 +37,19 @@ std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
 /// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise it.
 std::string memlock_hint();
 
-/// mprotect(addr, length) to `a` through lib/os/, recording it in
-/// r.current; throws error(protection_failed).
+/// The mprotect flags for an access level (shared by the page-based backends).
+constexpr int page_protection(access a) noexcept {
+  switch (a) {
+    case access::none: return PROT_NONE;
+    case access::read: return PROT_READ;
+    case access::read_write: return PROT_READ | PROT_WRITE;
+  }
+  return PROT_NONE;
+}
+
+/// mprotect(addr, length, page_protection(a)) through lib/os/, recording
+/// it in r.current; throws error(protection_failed) naming mprotect and
+/// its errno.
 void protect_pages(void* addr, std::size_t length, region& r, access a);
 
 // --- metrics --------------------------------------------------------------

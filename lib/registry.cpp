@@ -9,6 +9,7 @@
 
 #include "backends/memguard.hpp"
 #include "backends/protectedmemory.hpp"
+#include "backends/secretmem.hpp"
 #include "internal.hpp"
 
 #include <securememory/error.hpp>
@@ -68,6 +69,7 @@ registry& default_registry() {
     auto* r = new registry();  // never destroyed: see the file comment
     r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
+    r->add("secretmem", detail::make_secretmem);
     return r;
   }();
   return *instance;

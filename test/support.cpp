@@ -146,4 +146,13 @@ std::optional<securememory::errc> error_of(const std::function<void()>& fn) {
   return std::nullopt;
 }
 
+std::optional<caught_error> caught(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const securememory::error& e) {
+    return caught_error{e.code_value(), e.sys_errno(), e.what()};
+  }
+  return std::nullopt;
+}
+
 }  // namespace test

@@ -131,4 +131,14 @@ const std::byte* address_of(const securememory::Secret& s);
 /// Catches a securememory::error thrown by fn and returns its errc.
 std::optional<securememory::errc> error_of(const std::function<void()>& fn);
 
+/// What a caught securememory::error carried.
+struct caught_error {
+  securememory::errc code{};
+  int sys_errno = 0;
+  std::string what;
+};
+
+/// Catches a securememory::error thrown by fn and returns all it carried.
+std::optional<caught_error> caught(const std::function<void()>& fn);
+
 }  // namespace test

@@ -31,7 +31,7 @@ enum class integrity : unsigned char {
 struct region {
   std::byte* data = nullptr;  ///< First byte of the secret (size bytes follow).
   std::size_t size = 0;       ///< Bytes the user asked for.
-  void* base = nullptr;       ///< Backend-private: start of what was mapped.
+  void* base = nullptr;       ///< Backend-private (protectedmemory: start of the mapping; secretmem: the slot's arena).
   std::size_t mapped = 0;     ///< Bytes of address space this region costs.
   std::size_t locked = 0;     ///< Bytes of locked memory this region costs.
   access current = access::read_write;  ///< Access now in force (kept by the backend's protect()).

@@ -23,6 +23,9 @@ enum class call : unsigned char {
   munlock,
   mprotect,
   madvise,
+  memfd_secret,
+  ftruncate,
+  close,
   count_,
 };
 
@@ -45,6 +48,19 @@ int lock(void* addr, std::size_t length) noexcept;
 int unlock(void* addr, std::size_t length) noexcept;
 int protect(void* addr, std::size_t length, int prot) noexcept;
 int advise(void* addr, std::size_t length, int advice) noexcept;
+
+/// memfd_secret(2) (syscall 447, Linux 5.14+): a descriptor for memory that
+/// is removed from the kernel's direct map; -1 with errno on failure (ENOSYS
+/// when the kernel lacks it or it is disabled).
+int memfd_secret(unsigned flags) noexcept;
+/// ftruncate(fd, length); -1 with errno EFBIG when length does not fit off_t.
+int truncate_fd(int fd, std::size_t length) noexcept;
+/// mmap(nullptr, length, PROT_NONE, MAP_SHARED, fd, 0): a no-access shared
+/// mapping of the file's first `length` bytes; nullptr with errno on failure.
+/// Shares call::mmap with map_anonymous.
+void* map_shared(int fd, std::size_t length) noexcept;
+/// close(fd).
+int close_fd(int fd) noexcept;
 
 /// getrlimit(RLIMIT_MEMLOCK); false if it failed.
 bool memlock_limit(rlimit& out) noexcept;

@@ -5,12 +5,14 @@
 #include "os/os.hpp"
 
 #include <atomic>
+#include <limits>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string_view>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 namespace securememory::detail::os {
@@ -41,6 +43,9 @@ const char* call_name(call c) noexcept {
     case call::munlock: return "munlock";
     case call::mprotect: return "mprotect";
     case call::madvise: return "madvise";
+    case call::memfd_secret: return "memfd_secret";
+    case call::ftruncate: return "ftruncate";
+    case call::close: return "close";
     case call::count_: break;
   }
   return "?";
@@ -92,6 +97,37 @@ int protect(void* addr, std::size_t length, int prot) noexcept {
 int advise(void* addr, std::size_t length, int advice) noexcept {
   if (injected(call::madvise)) return -1;
   return ::madvise(addr, length, advice);
+}
+
+// glibc has no wrapper for memfd_secret; the number is 447 on every
+// architecture that implements it.
+#ifndef SYS_memfd_secret
+#define SYS_memfd_secret 447
+#endif
+
+int memfd_secret(unsigned flags) noexcept {
+  if (injected(call::memfd_secret)) return -1;
+  return static_cast<int>(::syscall(SYS_memfd_secret, flags));
+}
+
+int truncate_fd(int fd, std::size_t length) noexcept {
+  if (injected(call::ftruncate)) return -1;
+  if (length > static_cast<std::size_t>(std::numeric_limits<off_t>::max())) {
+    errno = EFBIG;
+    return -1;
+  }
+  return ::ftruncate(fd, static_cast<off_t>(length));
+}
+
+void* map_shared(int fd, std::size_t length) noexcept {
+  if (injected(call::mmap)) return nullptr;
+  void* p = ::mmap(nullptr, length, PROT_NONE, MAP_SHARED, fd, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+int close_fd(int fd) noexcept {
+  if (injected(call::close)) return -1;
+  return ::close(fd);
 }
 
 bool memlock_limit(rlimit& out) noexcept { return ::getrlimit(RLIMIT_MEMLOCK, &out) == 0; }

@@ -1,0 +1,507 @@
+// The secretmem backend on the real kernel: availability and its probe,
+// arenas (descriptors and mappings for 10,000 secrets), wiping and slot
+// reuse, every creation failure through the lib/os/ hook, fork
+// (MADV_DONTFORK), threads, and what root sees through a child's
+// /proc/PID/mem (an error, never the bytes; protectedmemory's bytes, as the
+// contrast). The shared API and concurrency
+// suites, and the RLIMIT_MEMLOCK exhaustion in os-faults-test, also run over
+// it (they iterate backend_names()).
+#include "backends/secretmem.hpp"
+#include "support.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+using securememory::errc;
+using call = securememory::detail::os::call;
+
+namespace {
+
+constexpr std::size_t page = 4096;
+
+std::size_t open_descriptors() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+// Mappings of memfd_secret files in this process (/proc/self/maps).
+std::size_t secretmem_mappings() {
+  std::ifstream in("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(" /secretmem") != std::string::npos) ++n;  // the file name of every memfd_secret mapping
+  }
+  return n;
+}
+
+// The tests below need the kernel feature; say so when it is missing.
+bool secretmem_here() {
+  if (securememory::backend_available("secretmem")) return true;
+  WARN("skipped: memfd_secret is not available on this host (Linux 5.14+, secretmem.enable)");
+  return false;
+}
+
+// Forgets the probe result on entry and exit, so a test can make the probe
+// fail without leaving the backend unavailable for the tests after it.
+struct fresh_probe {
+  fresh_probe() { securememory::detail::forget_secretmem_probe(); }
+  ~fresh_probe() { securememory::detail::forget_secretmem_probe(); }
+  fresh_probe(const fresh_probe&) = delete;
+  fresh_probe& operator=(const fresh_probe&) = delete;
+};
+
+bool all_zero(const std::byte* p, std::size_t n) {
+  return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
+}
+
+}  // namespace
+
+TEST_CASE("secretmem is registered, and available exactly when the kernel grants memfd_secret", "[secretmem]") {
+  const auto names = securememory::backend_names();
+  CHECK(std::find(names.begin(), names.end(), "secretmem") != names.end());
+  const long fd = syscall(SYS_memfd_secret, 0U);
+  const bool kernel_has_it = fd >= 0;
+  if (kernel_has_it) close(static_cast<int>(fd));
+  CHECK(securememory::backend_available("secretmem") == kernel_has_it);
+  if (kernel_has_it) CHECK(securememory::make_factory("secretmem").backend() == "secretmem");
+}
+
+SM_TEST("a memfd_secret refused by the kernel makes secretmem unavailable, once probed, and leaks nothing", "[secretmem][probe]") {
+  const int err = GENERATE(ENOSYS, EINVAL, EPERM);
+  CAPTURE(err);
+  const fresh_probe probe;
+  const auto fds = open_descriptors();
+  const auto maps = secretmem_mappings();
+  {
+    test::fault_injector fault(call::memfd_secret, err, 0, 1000);
+    CHECK_FALSE(securememory::backend_available("secretmem"));
+    try {
+      (void)securememory::make_factory("secretmem");
+      FAIL("make_factory succeeded");
+    } catch (const securememory::error& e) {
+      CHECK(e.code() == errc::backend_unavailable);
+      CHECK(e.sys_errno() == err);
+      const std::string what = e.what();
+      CHECK(what.find("memfd_secret failed") != std::string::npos);
+      CHECK(what.find("Linux 5.14") != std::string::npos);
+      CHECK(what.find("secretmem.enable") != std::string::npos);
+    }
+    CHECK(fault.calls(call::memfd_secret) == 1);  // probed once, the refusal remembered
+    CHECK(fault.calls(call::close) == 0);
+  }
+  // The refusal is remembered after the hook is gone: no second probe.
+  CHECK_FALSE(securememory::backend_available("secretmem"));
+  CHECK(open_descriptors() == fds);
+  CHECK(secretmem_mappings() == maps);
+  securememory::detail::forget_secretmem_probe();
+  CHECK(securememory::backend_available("secretmem"));
+}
+
+TEST_CASE("a transient memfd_secret failure is reported as unavailable but probed again", "[secretmem][probe]") {
+  if (!secretmem_here()) return;
+  const fresh_probe probe;
+  {
+    test::fault_injector fault(call::memfd_secret, EMFILE);
+    CHECK(test::error_of([] { (void)securememory::make_factory("secretmem"); }) == errc::backend_unavailable);
+  }
+  CHECK(securememory::backend_available("secretmem"));
+}
+
+namespace {
+
+struct creation_failure {
+  call target;
+  int err;
+  int skip;
+  int times;
+  errc expected;
+};
+
+}  // namespace
+
+SM_TEST("a failed secretmem create leaves the source untouched and holds no descriptor or mapping", "[secretmem][faults]") {
+  if (!secretmem_here()) return;
+  const auto c = GENERATE(values<creation_failure>({
+      {call::memfd_secret, ENOMEM, 0, 1, errc::out_of_memory},
+      {call::memfd_secret, EMFILE, 0, 1, errc::out_of_memory},
+      {call::memfd_secret, ENOSYS, 0, 1, errc::backend_unavailable},
+      {call::ftruncate, EFBIG, 0, 1, errc::out_of_memory},
+      {call::mmap, ENOMEM, 0, 1, errc::out_of_memory},
+      {call::mmap, EAGAIN, 0, 1000, errc::memlock_limit},   // every size refused
+      {call::madvise, EINVAL, 0, 1, errc::protection_failed},  // MADV_DONTFORK
+      {call::mprotect, ENOMEM, 0, 1, errc::protection_failed}, // the slot cannot be made writable
+      {call::mprotect, ENOMEM, 1, 1, errc::protection_failed}, // nor no-access after filling
+  }));
+  CAPTURE(securememory::detail::os::call_name(c.target), c.err, c.skip);
+  auto factory = securememory::make_factory("secretmem");
+  REQUIRE(secretmem_mappings() == 0);  // no arena yet: the create must make one
+  const auto fds = open_descriptors();
+  const auto expected = test::pattern(100);
+  auto source = expected;
+  const auto before = securememory::metrics();
+  std::optional<test::caught_error> failure;
+  {
+    test::fault_injector fault(c.target, c.err, c.skip, c.times);
+    failure = test::caught([&] { (void)factory.create(source); });
+    REQUIRE(failure);
+    CHECK(failure->code == c.expected);
+    CHECK(failure->sys_errno == c.err);
+    CHECK(fault.injected() >= 1);
+    const int failed = fault.injected();
+    CHECK(fault.calls(call::memfd_secret) - (c.target == call::memfd_secret ? failed : 0) == fault.calls(call::close));
+    CHECK(fault.calls(call::mmap) - (c.target == call::mmap ? failed : 0) == fault.calls(call::munmap));
+  }
+  CHECK(source == expected);
+  CHECK(failure->what.find(securememory::detail::os::call_name(c.target)) != std::string::npos);
+  if (c.expected == errc::memlock_limit) CHECK(failure->what.find("RLIMIT_MEMLOCK is") != std::string::npos);
+  CHECK(secretmem_mappings() == 0);
+  CHECK(open_descriptors() == fds);
+  const auto after = securememory::metrics();
+  CHECK(after.failures == before.failures + 1);
+  CHECK(after.allocated == before.allocated);
+  CHECK(factory.create(source).size() == 100);  // works again once the fault is gone
+}
+
+SM_TEST("10,000 live secrets hold no descriptor and a few mappings, each secret on its own page", "[secretmem][arenas]") {
+  if (!secretmem_here()) return;
+  constexpr std::size_t count = 10000;
+  auto factory = securememory::make_factory("secretmem");
+  const auto fds_before = open_descriptors();
+  const auto maps_before = secretmem_mappings();
+  const auto locked_before = securememory::metrics().locked_bytes;
+  std::vector<securememory::Secret> secrets;
+  secrets.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) secrets.push_back(factory.create_random(32));
+  const auto fds = open_descriptors() - fds_before;
+  const auto maps = secretmem_mappings() - maps_before;
+  WARN("10,000 secretmem secrets: " << fds << " extra descriptors, " << maps << " secretmem mappings");
+  CHECK(fds <= 2);    // one descriptor per secret would be 10,000
+  CHECK(maps <= 32);  // one mapping per secret would be 10,000
+  CHECK(securememory::metrics().locked_bytes - locked_before == count * page);
+  std::set<std::uintptr_t> pages;
+  for (const auto& s : secrets) pages.insert(reinterpret_cast<std::uintptr_t>(test::address_of(s)) / page);
+  CHECK(pages.size() == count);
+  // Opening one secret opens its page only.
+  const auto* next = test::address_of(secrets[501]);
+  secrets[500].with_bytes([&](std::span<const std::byte> b) {
+    CHECK(test::find_mapping(b.data())->perms.substr(0, 3) == "r--");
+    CHECK(test::find_mapping(next)->perms.substr(0, 3) == "---");
+  });
+  CHECK(secretmem_mappings() - maps_before == maps);  // the slot merged back into its arena
+  secrets.clear();
+  CHECK(secretmem_mappings() == maps_before);  // empty arenas are unmapped
+  CHECK(open_descriptors() == fds_before);
+}
+
+SM_TEST("smaps: arenas are locked, don't-dump and don't-fork; idle slots no-access", "[secretmem][smaps]") {
+  if (!secretmem_here()) return;
+  auto secret = securememory::make_factory("secretmem").create_random(5000);
+  const auto* addr = test::address_of(secret);
+  const auto idle = test::find_mapping(addr);
+  REQUIRE(idle);
+  CHECK(idle->perms == "---s");
+  CHECK(idle->has_flag("lo"));  // VM_LOCKED, set by the kernel for secretmem
+  CHECK(idle->has_flag("dd"));  // VM_DONTDUMP, likewise
+  CHECK(idle->has_flag("dc"));  // MADV_DONTFORK, ours
+  secret.with_bytes([&](std::span<const std::byte> b) {
+    const auto open = test::find_mapping(b.data());
+    REQUIRE(open);
+    CHECK(open->perms == "r--s");
+    CHECK(open->end - open->start == 2 * page);  // exactly the secret's two pages
+  });
+}
+
+SM_TEST("a released slot is wiped and no-access, and its reuse starts from zeros", "[secretmem][wipe]") {
+  if (!secretmem_here()) return;
+  const auto backend = securememory::detail::make_secretmem();
+  auto keeper = backend->allocate(1);  // keeps the arena alive, so the slot is reused
+  auto victim = backend->allocate(3 * page);
+  const auto bytes = test::pattern(victim.mapped, 5);
+  std::memcpy(victim.data, bytes.data(), bytes.size());
+  backend->protect(victim, securememory::access::none);
+  std::byte* const slot = victim.data;
+  const std::size_t length = victim.mapped;
+  backend->release(victim);
+  CHECK(test::find_mapping(slot)->perms.substr(0, 3) == "---");
+  REQUIRE(mprotect(slot, length, PROT_READ) == 0);  // look at the free slot from outside the library
+  CHECK(all_zero(slot, length));
+  REQUIRE(mprotect(slot, length, PROT_NONE) == 0);
+  auto reused = backend->allocate(3 * page);
+  REQUIRE(reused.data == slot);  // first fit gives the same slot back
+  CHECK(all_zero(reused.data, reused.mapped));
+  backend->release(reused);
+  backend->release(keeper);
+  CHECK(secretmem_mappings() == 0);
+}
+
+SM_TEST("a slot that could not be wiped is reported and never reused", "[secretmem][wipe]") {
+  if (!secretmem_here()) return;
+  const auto backend = securememory::detail::make_secretmem();
+  auto keeper = backend->allocate(1);
+  auto victim = backend->allocate(page);
+  std::byte* const slot = victim.data;
+  {
+    test::fault_injector fault(call::mprotect, ENOMEM);  // the release cannot make the slot writable
+    try {
+      backend->release(victim);
+      FAIL("release succeeded");
+    } catch (const securememory::error& e) {
+      CHECK(e.code() == errc::protection_failed);
+      CHECK(std::string(e.what()).find("NOT be wiped") != std::string::npos);
+    }
+  }
+  auto next = backend->allocate(page);
+  CHECK(next.data != slot);
+  backend->release(next);
+  backend->release(keeper);
+  CHECK(secretmem_mappings() == 0);  // the arena went, quarantined slot and all
+}
+
+SM_TEST("after fork the parent's secretmem pages are not mapped in the child; it refuses the secret, closes it safely and makes its own", "[secretmem][fork]") {
+  if (!secretmem_here()) return;
+  const auto expected = test::pattern(64, 9);
+  auto source = expected;
+  auto factory = securememory::make_factory("secretmem");
+  auto secret = factory.create(source);
+  const auto* addr = test::address_of(secret);
+  const auto r = test::run_in_child([&] {
+    // MADV_DONTFORK: the page is not mapped in the child at all (mincore
+    // reports ENOMEM for an unmapped range), so not even a wiped copy exists.
+    unsigned char resident = 0;
+    if (test::find_mapping(addr) || mincore(const_cast<std::byte*>(addr), page, &resident) == 0 || errno != ENOMEM) return 5;
+    if (test::error_of([&] { secret.with_bytes([](std::span<const std::byte>) {}); }) != errc::closed) return 2;
+    // The child's own arena may land where the parent's was: closing the
+    // parent's secret must not touch it.
+    auto mine_source = expected;
+    auto mine = factory.create(mine_source);
+    secret.close();
+    if (!secret.is_closed()) return 3;
+    const bool intact = mine.with_bytes([&](std::span<const std::byte> b) {
+      return std::equal(b.begin(), b.end(), expected.begin(), expected.end());
+    });
+    return intact ? 0 : 4;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+  CHECK(secret.with_bytes([&](std::span<const std::byte> b) {  // the parent's secret is untouched
+    return std::equal(b.begin(), b.end(), expected.begin(), expected.end());
+  }));
+}
+
+namespace {
+
+struct peek_result {
+  bool child_ready = false;
+  ssize_t got = -1;  // pread's result on /proc/PID/mem
+  int err = 0;
+  bool same_bytes = false;
+  bool peek_ok = false;          // PTRACE_PEEKDATA of the first word succeeded...
+  bool peek_same_bytes = false;  // ...and returned the secret's bytes
+};
+
+// Attaches to pid with ptrace, reads the word at addr, detaches.
+void peek_with_ptrace(pid_t pid, const std::byte* addr, peek_result& result) {
+  if (ptrace(PTRACE_ATTACH, pid, nullptr, nullptr) != 0) return;
+  int status = 0;
+  if (waitpid(pid, &status, 0) == pid && WIFSTOPPED(status)) {
+    errno = 0;
+    const long word = ptrace(PTRACE_PEEKDATA, pid, addr, nullptr);
+    result.peek_ok = errno == 0;
+    const auto expected = test::pattern(64, 42);
+    result.peek_same_bytes = result.peek_ok && std::memcmp(&word, expected.data(), sizeof word) == 0;
+  }
+  ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+}
+
+// A child holds a secret made from pattern(64, 42) (inside with_bytes when
+// `open`); the parent, root, preads the child's /proc/PID/mem at its
+// address, then attaches with ptrace and peeks there.
+peek_result peek_at_child(const std::string& backend, bool open) {
+  int to_parent[2];
+  int to_child[2];
+  REQUIRE(pipe(to_parent) == 0);
+  REQUIRE(pipe(to_child) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // no Catch2 macro from here on
+    close(to_parent[0]);
+    close(to_child[1]);
+    int code = 0;
+    try {
+      auto source = test::pattern(64, 42);
+      auto secret = securememory::make_factory(backend).create(source);
+      const auto hand_over = [&](const std::byte* p) {
+        char go = 0;
+        if (write(to_parent[1], &p, sizeof p) != static_cast<ssize_t>(sizeof p) || read(to_child[0], &go, 1) != 1) code = 2;
+      };
+      if (open) {
+        secret.with_bytes([&](std::span<const std::byte> b) { hand_over(b.data()); });
+      } else {
+        hand_over(test::address_of(secret));
+      }
+    } catch (...) {
+      code = 3;
+    }
+    _exit(code);
+  }
+  close(to_parent[1]);
+  close(to_child[0]);
+  peek_result result;
+  const std::byte* addr = nullptr;
+  result.child_ready = read(to_parent[0], &addr, sizeof addr) == static_cast<ssize_t>(sizeof addr);
+  if (result.child_ready) {
+    const int mem = ::open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY);
+    std::vector<std::byte> got(64);
+    result.got = mem >= 0 ? pread(mem, got.data(), got.size(), static_cast<off_t>(reinterpret_cast<std::uintptr_t>(addr))) : -1;
+    result.err = result.got < 0 ? errno : 0;
+    if (mem >= 0) close(mem);
+    result.same_bytes = result.got == 64 && got == test::pattern(64, 42);
+    peek_with_ptrace(pid, addr, result);
+  }
+  const char go = 1;
+  (void)!write(to_child[1], &go, 1);
+  close(to_parent[0]);
+  close(to_child[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("root reading a child's memory (/proc/PID/mem, ptrace) gets an error for secretmem, the bytes for protectedmemory", "[secretmem][proc-mem]") {
+  if (!secretmem_here()) return;
+  const bool open = GENERATE(false, true);
+  CAPTURE(open);
+  const auto secret_view = peek_at_child("secretmem", open);
+  REQUIRE(secret_view.child_ready);
+  CHECK(secret_view.got < 0);
+  CHECK(secret_view.err == EIO);
+  CHECK_FALSE(secret_view.same_bytes);
+  CHECK_FALSE(secret_view.peek_ok);
+  CHECK_FALSE(secret_view.peek_same_bytes);
+  // The contrast: mprotect'd pages are readable by root even while PROT_NONE.
+  const auto protected_view = peek_at_child("protectedmemory", open);
+  REQUIRE(protected_view.child_ready);
+  CHECK(protected_view.got == 64);
+  CHECK(protected_view.same_bytes);
+  CHECK(protected_view.peek_same_bytes);
+}
+
+SM_TEST("direct I/O from a secretmem secret fails with EFAULT; copying writes work", "[secretmem][limits]") {
+  if (!secretmem_here()) return;
+  const char* path = "secretmem-test-direct-io.tmp";  // in the build directory: tmpfs refuses O_DIRECT
+  const int fd = ::open(path, O_CREAT | O_WRONLY | O_TRUNC | O_DIRECT, 0600);
+  if (fd < 0) {
+    WARN("skipped: this file system refuses O_DIRECT (" << std::strerror(errno) << ")");
+    return;
+  }
+  unlink(path);
+  const auto write_from = [fd](const securememory::Secret& s) {
+    return s.with_bytes([fd](std::span<const std::byte> b) { return write(fd, b.data(), b.size()) < 0 ? errno : 0; });
+  };
+  const auto secret = securememory::make_factory("secretmem").create_random(page);
+  CHECK(write_from(secret) == EFAULT);  // the kernel will not pin secretmem pages
+  const auto contrast = securememory::make_factory("protectedmemory").create_random(page);
+  CHECK(write_from(contrast) == 0);
+  close(fd);
+  int pipe_fds[2];
+  REQUIRE(pipe(pipe_fds) == 0);  // a pipe copies through the process's own mapping
+  CHECK(secret.with_bytes([&](std::span<const std::byte> b) { return write(pipe_fds[1], b.data(), b.size()); }) ==
+        static_cast<ssize_t>(page));
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+}
+
+namespace {
+
+// A lib/os/ hook that keeps one chosen thread inside memfd_secret (called
+// with the arena lock held) for a while, so the test can fork right then.
+std::atomic<bool> holder_inside{false};
+thread_local bool is_holder = false;
+int hold_memfd_secret(call c, void*) noexcept {
+  if (c == call::memfd_secret && is_holder) {
+    holder_inside = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  return 0;
+}
+
+}  // namespace
+
+SM_TEST("a fork while another thread holds the arena lock leaves the child a usable backend", "[secretmem][fork][concurrency]") {
+  if (!secretmem_here()) return;
+  auto factory = securememory::make_factory("secretmem");
+  REQUIRE(secretmem_mappings() == 0);  // the holder's create must make an arena
+  holder_inside = false;
+  securememory::detail::os::set_fault_hook(hold_memfd_secret, nullptr);
+  std::thread holder([&] {
+    is_holder = true;
+    (void)factory.create_random(32);
+  });
+  while (!holder_inside.load()) std::this_thread::yield();
+  const auto r = test::run_in_child([&factory] {
+    alarm(3);  // an arena lock inherited locked would hang here: die of SIGALRM instead
+    auto own = factory.create_random(32);
+    return own.with_bytes([](std::span<const std::byte> b) { return b.size() == 32 ? 0 : 2; });
+  });
+  holder.join();
+  securememory::detail::os::set_fault_hook(nullptr, nullptr);
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+}
+
+SM_TEST("4 threads creating, reading and closing secretmem secrets share arenas safely", "[secretmem][concurrency]") {
+  if (!secretmem_here()) return;
+  constexpr int threads = 4;
+  constexpr int rounds = 300;
+  auto factory = securememory::make_factory("secretmem");
+  std::atomic<int> wrong{0};
+  std::atomic<int> errors{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::vector<securememory::Secret> kept;  // some live on, so arenas fill, grow and empty
+      for (int i = 0; i < rounds; ++i) {
+        try {
+          const auto size = static_cast<std::size_t>(1 + (i * 997 + t * 131) % 9000);
+          const auto expected = test::pattern(size, static_cast<unsigned>(t * rounds + i));
+          auto source = expected;
+          auto s = factory.create(source);
+          const bool same = s.with_bytes([&](std::span<const std::byte> b) {
+            return std::equal(b.begin(), b.end(), expected.begin(), expected.end());
+          });
+          if (!same) wrong.fetch_add(1);
+          if (i % 3 == 0) kept.push_back(std::move(s));
+          if (i % 50 == 49) kept.clear();
+        } catch (const securememory::error&) {
+          errors.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  CHECK(wrong.load() == 0);
+  CHECK(errors.load() == 0);
+  CHECK(secretmem_mappings() == 0);
+}
