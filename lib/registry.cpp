@@ -9,6 +9,7 @@
 
 #include "backends/memguard.hpp"
 #include "backends/protectedmemory.hpp"
+#include "backends/sealed.hpp"
 #include "internal.hpp"
 
 #include <securememory/error.hpp>
@@ -63,11 +64,16 @@ SecretFactory registry::make_factory(std::string_view name) const {
   return SecretFactory(maker());
 }
 
+std::shared_ptr<backend> detail::make_registered_backend(const registry& r, std::string_view name) {
+  return r.find(name)();
+}
+
 registry& default_registry() {
   static registry* instance = [] {
     auto* r = new registry();  // never destroyed: see the file comment
     r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
+    r->add("sealed", detail::make_sealed);
     return r;
   }();
   return *instance;

@@ -13,6 +13,7 @@ using call = securememory::detail::os::call;
 
 SM_TEST("8 threads x 10,000 with_bytes racing a close: exact bytes or closed, nothing else", "[concurrency]") {
   const auto name = GENERATE(from_range(securememory::backend_names()));
+  CAPTURE(name);
   constexpr int threads = 8;
   constexpr int calls = 10000;
   const auto expected = test::pattern(48, 3);

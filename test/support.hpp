@@ -122,6 +122,17 @@ std::optional<mapping_info> find_mapping(const void* addr);
 
 // ---- misc -------------------------------------------------------------------
 
+/// True for backends that keep a secret encrypted at rest and open it into a
+/// locked, dump-excluded scratch buffer that stays mapped read-write and is
+/// wiped when the access ends ("sealed"), instead of pages that fault
+/// outside an access. Tests of "faults outside/on write" check the honest
+/// equivalent for them: nothing but zeros there afterwards, writes never
+/// reach the stored secret.
+bool plaintext_in_scratch(std::string_view backend);
+
+/// True when all n bytes at p are zero (p must be readable).
+bool all_zero_at(const std::byte* p, std::size_t n);
+
 /// A buffer of n bytes filled with a recognisable, non-zero pattern.
 std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1);
 
