@@ -32,15 +32,6 @@ constexpr bool sanitized = true;  // the sanitizers' allocators add redzones and
 constexpr bool sanitized = false;
 #endif
 
-struct violation_settings_guard {
-  violation_settings_guard() = default;
-  violation_settings_guard(const violation_settings_guard&) = delete;
-  violation_settings_guard& operator=(const violation_settings_guard&) = delete;
-  ~violation_settings_guard() {
-    securememory::set_violation_handler(nullptr);
-    securememory::set_violation_policy(violation_policy::abort);
-  }
-};
 
 // Reads a child's text report from a pipe.
 std::string drain(int fd) {
@@ -279,7 +270,7 @@ TEST_CASE("sealed: a corrupted ciphertext, policy abort: handler once, then SIGA
 }
 
 SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: canary_violation, wiped", "[sealed][violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   int calls = 0;
   securememory::Violation last;
   securememory::set_violation_handler([&](const securememory::Violation& v) {
@@ -312,7 +303,7 @@ SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: c
 }
 
 SM_TEST("sealed: verify() and close() authenticate the ciphertext too", "[sealed][violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   std::vector<violation_check> seen;
   securememory::set_violation_handler([&](const securememory::Violation& v) { seen.push_back(v.check); });
   securememory::set_violation_policy(violation_policy::quarantine);
@@ -329,7 +320,7 @@ SM_TEST("sealed: verify() and close() authenticate the ciphertext too", "[sealed
 }
 
 SM_TEST("sealed: a ciphertext copied into another secret's slot does not open", "[sealed][violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   securememory::set_violation_handler([](const securememory::Violation&) {});
   securememory::set_violation_policy(violation_policy::quarantine);
   auto factory = securememory::make_factory("sealed");

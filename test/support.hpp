@@ -120,6 +120,19 @@ struct mapping_info {
 /// The mapping of /proc/self/smaps that contains addr, if any.
 std::optional<mapping_info> find_mapping(const void* addr);
 
+// ---- violations -------------------------------------------------------------
+
+/// Restores the default violation handler and policy (abort) when a test ends.
+struct violation_settings_guard {
+  violation_settings_guard() = default;
+  violation_settings_guard(const violation_settings_guard&) = delete;
+  violation_settings_guard& operator=(const violation_settings_guard&) = delete;
+  ~violation_settings_guard() {
+    securememory::set_violation_handler(nullptr);
+    securememory::set_violation_policy(securememory::violation_policy::abort);
+  }
+};
+
 // ---- misc -------------------------------------------------------------------
 
 /// True for backends that keep a secret encrypted at rest and open it into a
