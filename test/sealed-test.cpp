@@ -12,11 +12,15 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using securememory::errc;
@@ -75,6 +79,11 @@ struct hidden_plaintext {
     randombytes_buf(mask.data(), mask.size());
     randombytes_buf(masked.data(), masked.size());
   }
+  // Hides bytes that exist elsewhere already (the key, in place).
+  explicit hidden_plaintext(std::span<const std::byte> clear) {
+    randombytes_buf(mask.data(), mask.size());
+    for (std::size_t i = 0; i < 32; ++i) masked[i] = std::to_integer<unsigned char>(clear[i]) ^ mask[i];
+  }
   [[nodiscard]] std::vector<std::byte> source() const {  // create() wipes it
     std::vector<std::byte> s(32);
     for (std::size_t i = 0; i < 32; ++i) s[i] = std::byte{static_cast<unsigned char>(masked[i] ^ mask[i])};
@@ -131,6 +140,71 @@ std::size_t occurrences_in_memory(const hidden_plaintext& h) {
   sodium_memzero(buf, window + 32);
   munmap(buf, window + 32);
   return found;
+}
+
+// Positions in a file where match(p) holds (p: 32 readable bytes).
+std::size_t occurrences_in_file(const std::string& path, const std::function<bool(const unsigned char*)>& match) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<unsigned char> buf((1U << 20U) + 31);
+  std::size_t kept = 0;
+  std::size_t found = 0;
+  while (in) {
+    in.read(reinterpret_cast<char*>(buf.data() + kept), static_cast<std::streamsize>(buf.size() - kept));
+    const std::size_t have = kept + static_cast<std::size_t>(in.gcount());
+    if (have < 32) break;
+    for (std::size_t i = 0; i + 32 <= have; ++i) {
+      if (match(buf.data() + i)) ++found;
+    }
+    std::memmove(buf.data(), buf.data() + have - 31, 31);
+    kept = 31;
+  }
+  sodium_memzero(buf.data(), buf.size());
+  return found;
+}
+
+// A fresh directory under /tmp, removed with its files at scope exit.
+struct temp_dir {
+  std::string path;
+  temp_dir() {
+    std::string templ = "/tmp/sm-sealed-XXXXXX";
+    REQUIRE(mkdtemp(templ.data()) != nullptr);
+    path = templ;
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() { std::filesystem::remove_all(path); }
+  [[nodiscard]] std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(path)) out.push_back(e.path().string());
+    return out;
+  }
+};
+
+// Reads the 64-byte masked key a child sends (mask, then masked bytes).
+std::optional<hidden_plaintext> receive_hidden(int fd) {
+  std::array<unsigned char, 64> wire{};
+  std::size_t got = 0;
+  for (ssize_t n; got < wire.size() && (n = read(fd, wire.data() + got, wire.size() - got)) > 0;) got += static_cast<std::size_t>(n);
+  if (got != wire.size()) return std::nullopt;
+  hidden_plaintext h;
+  std::copy(wire.begin(), wire.begin() + 32, h.mask.begin());
+  std::copy(wire.begin() + 32, wire.end(), h.masked.begin());
+  return h;
+}
+
+// In a child: sends this process's sealing key, hidden, to fd.
+bool send_hidden_key(int fd) {
+  const auto key = securememory::detail::sealed_key_for_tests();
+  if (key.size() != 32) return false;
+  const hidden_plaintext k(key);
+  return write(fd, k.mask.data(), 32) == 32 && write(fd, k.masked.data(), 32) == 32;
+}
+
+bool core_pattern_is_a_pipe() {
+  std::ifstream in("/proc/sys/kernel/core_pattern");
+  std::string pattern;
+  std::getline(in, pattern);
+  return pattern.rfind('|', 0) == 0;
 }
 
 std::vector<std::byte> copy_of(std::span<const std::byte> s) { return {s.begin(), s.end()}; }
@@ -385,4 +459,108 @@ SM_TEST("sealed: no plaintext anywhere in this process's memory outside an acces
   CHECK(same);
   CHECK(during >= 1);
   CHECK(occurrences_in_memory(h) == 0);
+}
+
+TEST_CASE("sealed: no plaintext and no key in a kernel core dumped inside with_bytes", "[sealed][kernel][core]") {
+  if (sanitized) {
+    WARN("skipped under ASan/TSan: their runtimes disable or bloat core dumps (terabytes of shadow mappings)");
+    return;
+  }
+  if (core_pattern_is_a_pipe()) {
+    WARN("skipped: core_pattern is a pipe (systemd-coredump or apport), the core cannot be read here");
+    return;
+  }
+  const temp_dir dir;
+  const hidden_plaintext plain;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const auto child = test::run_in_child([&] {
+    close(fds[0]);
+    if (chdir(dir.path.c_str()) != 0) return 2;
+    rlimit core{};
+    getrlimit(RLIMIT_CORE, &core);
+    core.rlim_cur = core.rlim_max;
+    if (setrlimit(RLIMIT_CORE, &core) != 0) return 3;
+    auto source = plain.source();
+    auto secret = securememory::make_factory("sealed").create(source);
+    if (!send_hidden_key(fds[1])) return 4;
+    close(fds[1]);
+    secret.with_bytes([](std::span<const std::byte>) { std::abort(); });  // dump core with the plaintext open
+    return 5;
+  });
+  close(fds[1]);
+  const auto key = receive_hidden(fds[0]);
+  close(fds[0]);
+  INFO(child.describe());
+  REQUIRE(key);
+  CHECK(child.signaled);
+  CHECK(child.signal == SIGABRT);
+  const auto files = dir.files();
+  REQUIRE(files.size() == 1);  // the core
+  const auto& core = files.front();
+  // Control: the core is a real image of the child (it holds the masked form).
+  CHECK(occurrences_in_file(core, [&](const unsigned char* p) { return std::memcmp(p, plain.masked.data(), 32) == 0; }) >= 1);
+  CHECK(occurrences_in_file(core, [&](const unsigned char* p) { return plain.at(p); }) == 0);
+  CHECK(occurrences_in_file(core, [&](const unsigned char* p) { return key->at(p); }) == 0);
+}
+
+TEST_CASE("sealed: no plaintext and no key in a gcore snapshot taken inside with_bytes", "[sealed][kernel][core]") {
+  if (sanitized) {
+    WARN("skipped under ASan/TSan: gcore of a sanitizer process writes its terabytes of shadow mappings");
+    return;
+  }
+  if (std::system("command -v gcore >/dev/null 2>&1") != 0) {
+    WARN("skipped: gcore (gdb) is not installed");
+    return;
+  }
+  const temp_dir dir;
+  const hidden_plaintext plain;
+  int to_parent[2];
+  int to_child[2];
+  REQUIRE(pipe(to_parent) == 0);
+  REQUIRE(pipe(to_child) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // no Catch2 macro from here on
+    close(to_parent[0]);
+    close(to_child[1]);
+    int code = 0;
+    try {
+      auto source = plain.source();
+      auto secret = securememory::make_factory("sealed").create(source);
+      if (!send_hidden_key(to_parent[1])) _exit(4);
+      secret.with_bytes([&](std::span<const std::byte>) {
+        const char ready = 'r';
+        (void)!write(to_parent[1], &ready, 1);
+        char done = 0;
+        (void)!read(to_child[0], &done, 1);  // open until the snapshot is taken
+      });
+    } catch (...) {
+      code = 3;
+    }
+    _exit(code);
+  }
+  close(to_parent[1]);
+  close(to_child[0]);
+  const auto key = receive_hidden(to_parent[0]);
+  char ready = 0;
+  const bool inside = read(to_parent[0], &ready, 1) == 1;
+  const std::string command = "gcore -o " + dir.path + "/snap " + std::to_string(pid) + " >/dev/null 2>&1";
+  const int gcore_status = inside ? std::system(command.c_str()) : -1;
+  close(to_child[1]);  // lets the child leave with_bytes and exit
+  close(to_parent[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(key);
+  REQUIRE(inside);
+  REQUIRE(gcore_status == 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const auto files = dir.files();
+  REQUIRE(files.size() == 1);
+  const auto& snap = files.front();
+  CHECK(occurrences_in_file(snap, [&](const unsigned char* p) { return std::memcmp(p, plain.masked.data(), 32) == 0; }) >= 1);
+  CHECK(occurrences_in_file(snap, [&](const unsigned char* p) { return plain.at(p); }) == 0);
+  CHECK(occurrences_in_file(snap, [&](const unsigned char* p) { return key->at(p); }) == 0);
 }

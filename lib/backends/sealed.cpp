@@ -68,16 +68,46 @@ constexpr std::size_t max_class_slot = 1024;  // larger slots are single heap bl
 constexpr std::size_t arena_block = 256 * 1024;
 constexpr std::size_t chunk = 64;              // scratch granule: 64 per page word
 constexpr std::size_t slab_pages = 8;          // page 0: bitmap, pages 1..7: scratch
-constexpr std::size_t stack_wipe = 2048;       // bytes of stack libsodium's frames may leave keystream in
+constexpr std::size_t stack_wipe = 2048;       // bytes of stack where libsodium's frames may leave keystream
 
 std::size_t slot_size_for(std::size_t n) noexcept { return (n + slot_overhead + slot_align - 1) & ~(slot_align - 1); }
 
 // Overwrites the stack below the caller, where the cipher's frames kept a
-// partial keystream or plaintext block.
-[[gnu::noinline]] void wipe_stack_below() noexcept {
+// partial keystream or plaintext block, and clears the vector registers,
+// which still hold the last plaintext blocks (a core dump records them).
+[[gnu::noinline]] void wipe_traces() noexcept {
   std::array<unsigned char, stack_wipe> area;
   sodium_memzero(area.data(), area.size());
   __asm__ __volatile__("" : : "r"(area.data()) : "memory");
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) {
+    // glibc's memcpy (the fill) uses ymm16..31 on these CPUs; vzeroall does
+    // not reach them. Normal code never uses them, so no clobbers.
+    __asm__ __volatile__(
+        "vpxord %%zmm16, %%zmm16, %%zmm16\n vpxord %%zmm17, %%zmm17, %%zmm17\n"
+        "vpxord %%zmm18, %%zmm18, %%zmm18\n vpxord %%zmm19, %%zmm19, %%zmm19\n"
+        "vpxord %%zmm20, %%zmm20, %%zmm20\n vpxord %%zmm21, %%zmm21, %%zmm21\n"
+        "vpxord %%zmm22, %%zmm22, %%zmm22\n vpxord %%zmm23, %%zmm23, %%zmm23\n"
+        "vpxord %%zmm24, %%zmm24, %%zmm24\n vpxord %%zmm25, %%zmm25, %%zmm25\n"
+        "vpxord %%zmm26, %%zmm26, %%zmm26\n vpxord %%zmm27, %%zmm27, %%zmm27\n"
+        "vpxord %%zmm28, %%zmm28, %%zmm28\n vpxord %%zmm29, %%zmm29, %%zmm29\n"
+        "vpxord %%zmm30, %%zmm30, %%zmm30\n vpxord %%zmm31, %%zmm31, %%zmm31" ::: "memory");
+  }
+  if (__builtin_cpu_supports("avx")) {
+    __asm__ __volatile__("vzeroall" : : : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                         "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+  } else {
+    __asm__ __volatile__(
+        "pxor %%xmm0, %%xmm0\n pxor %%xmm1, %%xmm1\n pxor %%xmm2, %%xmm2\n pxor %%xmm3, %%xmm3\n"
+        "pxor %%xmm4, %%xmm4\n pxor %%xmm5, %%xmm5\n pxor %%xmm6, %%xmm6\n pxor %%xmm7, %%xmm7\n"
+        "pxor %%xmm8, %%xmm8\n pxor %%xmm9, %%xmm9\n pxor %%xmm10, %%xmm10\n pxor %%xmm11, %%xmm11\n"
+        "pxor %%xmm12, %%xmm12\n pxor %%xmm13, %%xmm13\n pxor %%xmm14, %%xmm14\n pxor %%xmm15, %%xmm15"
+        :
+        :
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+          "xmm12", "xmm13", "xmm14", "xmm15");
+  }
+#endif
 }
 
 // --- scratch ------------------------------------------------------------------
@@ -439,6 +469,11 @@ class sealed final : public backend {
     r.current = access::none;
   }
 
+  std::span<const std::byte> key_in_place() noexcept {
+    if (key_generation_.load(std::memory_order_acquire) != fork_generation() + 1) return {};
+    return {key_region_.data, key_bytes};
+  }
+
   void release_after_fork(region& r) noexcept override {
     // The parent's ciphertext is useless here (the key is not inherited);
     // wipe it and reuse the slot. A scratch chunk the parent had open at
@@ -508,7 +543,7 @@ class sealed final : public backend {
     crypto_aead_xchacha20poly1305_ietf_encrypt_detached(ciphertext, ciphertext + r.size, nullptr,
                                                         reinterpret_cast<const unsigned char*>(r.data), r.size,
                                                         ad.data(), ad.size(), nullptr, nonce.data(), k.key);
-    wipe_stack_below();
+    wipe_traces();
     last_ciphertext = {reinterpret_cast<std::byte*>(ciphertext), r.size + tag_bytes};
   }
 
@@ -526,7 +561,7 @@ class sealed final : public backend {
     const int status = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
         reinterpret_cast<unsigned char*>(plain), nullptr, ciphertext, r.size, ciphertext + r.size, ad.data(),
         ad.size(), nonce.data(), k.key);
-    wipe_stack_below();
+    wipe_traces();
     if (status != 0) {
       scratch().give(plain, r.size);  // libsodium wrote nothing, but wipe anyway
       r.data = nullptr;
@@ -582,5 +617,9 @@ sealed_usage sealed_stats() noexcept {
 }
 
 std::span<std::byte> sealed_last_ciphertext() noexcept { return last_ciphertext; }
+
+std::span<const std::byte> sealed_key_for_tests() noexcept {
+  return sealed::instance_ != nullptr ? sealed::instance_->key_in_place() : std::span<const std::byte>{};
+}
 
 }  // namespace securememory::detail

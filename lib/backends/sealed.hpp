@@ -50,4 +50,9 @@ sealed_usage sealed_stats() noexcept;
 /// tests that corrupt or compare ciphertexts). Empty before any seal.
 std::span<std::byte> sealed_last_ciphertext() noexcept;
 
+/// The sealing key of this process, in place (read-only), for the tests that
+/// look for it in core dumps; empty before the first allocate(). Never
+/// exported from the shared library.
+std::span<const std::byte> sealed_key_for_tests() noexcept;
+
 }  // namespace securememory::detail
