@@ -10,6 +10,7 @@
 #include "backends/memguard.hpp"
 #include "backends/protectedmemory.hpp"
 #include "backends/secretmem.hpp"
+#include "backends/sealed.hpp"
 #include "internal.hpp"
 
 #include <securememory/error.hpp>
@@ -64,12 +65,17 @@ SecretFactory registry::make_factory(std::string_view name) const {
   return SecretFactory(maker());
 }
 
+std::shared_ptr<backend> detail::make_registered_backend(const registry& r, std::string_view name) {
+  return r.find(name)();
+}
+
 registry& default_registry() {
   static registry* instance = [] {
     auto* r = new registry();  // never destroyed: see the file comment
     r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
     r->add("secretmem", detail::make_secretmem);
+    r->add("sealed", detail::make_sealed);
     return r;
   }();
   return *instance;

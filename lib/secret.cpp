@@ -289,7 +289,7 @@ class secret_state {
     v.backend = backend_->name();
     v.size = region_.size;
     v.check = check;
-    v.kind = violation_kind::canary_before_data;
+    v.kind = found == integrity::authentication_failed ? violation_kind::authentication_failed : violation_kind::canary_before_data;
     const violation_policy policy = report_violation(v);
     if (policy == violation_policy::abort) {
       log_critical("aborting after an integrity violation (policy abort)");

@@ -57,6 +57,7 @@ std::string_view to_string(violation_check c) noexcept {
 std::string_view to_string(violation_kind k) noexcept {
   switch (k) {
     case violation_kind::canary_before_data: return "canary_before_data";
+    case violation_kind::authentication_failed: return "authentication_failed";
   }
   return "unknown";
 }

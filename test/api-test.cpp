@@ -81,13 +81,19 @@ SM_TEST("with_bytes returns the callback's result, including references", "[api]
 }
 
 SM_TEST("an exception from the callback propagates after the memory is no-access again", "[api]") {
-  auto secret = securememory::make_factory(any_backend()).create_random(32);
+  const auto name = any_backend();
+  CAPTURE(name);
+  auto secret = securememory::make_factory(name).create_random(32);
   const auto* addr = test::address_of(secret);
   CHECK_THROWS_AS(secret.with_bytes([](std::span<const std::byte>) -> int { throw std::runtime_error("boom"); }),
                   std::runtime_error);
   const auto m = test::find_mapping(addr);
   REQUIRE(m);
-  CHECK(m->perms.substr(0, 3) == "---");
+  if (test::plaintext_in_scratch(name)) {
+    CHECK(test::all_zero_at(addr, 32));  // the scratch was wiped on the way out
+  } else {
+    CHECK(m->perms.substr(0, 3) == "---");
+  }
   CHECK(secret.with_bytes([](std::span<const std::byte> b) { return b.size(); }) == 32);  // still usable
 }
 

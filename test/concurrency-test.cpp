@@ -13,6 +13,7 @@ using call = securememory::detail::os::call;
 
 SM_TEST("8 threads x 10,000 with_bytes racing a close: exact bytes or closed, nothing else", "[concurrency]") {
   const auto name = GENERATE(from_range(securememory::backend_names()));
+  CAPTURE(name);
   constexpr int threads = 8;
   constexpr int calls = 10000;
   const auto expected = test::pattern(48, 3);
@@ -28,6 +29,11 @@ SM_TEST("8 threads x 10,000 with_bytes racing a close: exact bytes or closed, no
     pool.emplace_back([&] {
       started.fetch_add(1);
       for (int i = 0; i < calls; ++i) {
+        // Halfway, wait for the close to start, so that a fast backend
+        // cannot finish every call before the closer gets the lock.
+        if (i == calls / 2) {
+          while (!secret.is_closed()) std::this_thread::yield();
+        }
         try {
           const bool same = secret.with_bytes([&](std::span<const std::byte> b) {
             return std::equal(b.begin(), b.end(), expected.begin(), expected.end());

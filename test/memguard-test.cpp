@@ -26,16 +26,6 @@ void underflow_by_one(const securememory::Secret& s) {
   REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
 }
 
-// Restores handler and policy when a test ends.
-struct violation_settings_guard {
-  violation_settings_guard() = default;
-  violation_settings_guard(const violation_settings_guard&) = delete;
-  violation_settings_guard& operator=(const violation_settings_guard&) = delete;
-  ~violation_settings_guard() {
-    securememory::set_violation_handler(nullptr);
-    securememory::set_violation_policy(violation_policy::abort);
-  }
-};
 
 struct recorded {
   int calls = 0;
@@ -131,7 +121,7 @@ SM_TEST("memguard: a refused mlock is memlock_limit and frees the allocation", "
 }
 
 TEST_CASE("violation settings: set returns the previous; null restores the default", "[violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   recorded r;
   auto previous = securememory::set_violation_handler(recorder(r));
   CHECK_FALSE(previous);  // the default is represented by an empty handler
@@ -169,7 +159,7 @@ TEST_CASE("underflow into the canary, policy abort: handler once, then SIGABRT",
 }
 
 TEST_CASE("underflow into the canary, policy quarantine: close throws, process goes on", "[violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   recorded r;
   securememory::set_violation_handler(recorder(r));
   securememory::set_violation_policy(violation_policy::quarantine);
@@ -203,7 +193,7 @@ TEST_CASE("underflow into the canary, policy quarantine: close throws, process g
 }
 
 TEST_CASE("the canary is checked on open and by verify()", "[violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   recorded r;
   securememory::set_violation_handler(recorder(r));
   securememory::set_violation_policy(violation_policy::quarantine);
@@ -233,7 +223,7 @@ TEST_CASE("the canary is checked on open and by verify()", "[violation]") {
 }
 
 TEST_CASE("a handler that throws does not stop the policy", "[violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   securememory::set_violation_handler([](const securememory::Violation&) { throw std::runtime_error("handler"); });
   securememory::set_violation_policy(violation_policy::quarantine);
   auto secret = securememory::make_factory("memguard").create_random(16);
@@ -243,7 +233,7 @@ TEST_CASE("a handler that throws does not stop the policy", "[violation]") {
 }
 
 TEST_CASE("a violation found while a reader is inside is quarantined when the reader leaves", "[violation]") {
-  const violation_settings_guard restore;
+  const test::violation_settings_guard restore;
   recorded r;
   securememory::set_violation_handler(recorder(r));
   securememory::set_violation_policy(violation_policy::quarantine);

@@ -148,6 +148,18 @@ TEST_CASE("without CAP_IPC_LOCK, a real RLIMIT_MEMLOCK exhaustion is memlock_lim
       if (e.code() != errc::memlock_limit) return 5;
       if (std::string(e.what()).find("RLIMIT_MEMLOCK is 65536 bytes") == std::string::npos) return 6;
     }
+    // A backend that locks nothing per secret ("sealed": ciphertext in
+    // unlocked arenas) must hold far more small secrets than the limit
+    // would allow pages, and lock nothing for them.
+    if (test::plaintext_in_scratch(name)) {
+      std::vector<securememory::Secret> many;
+      for (std::size_t i = 0; i < 4 * limit / 4096; ++i) many.push_back(factory.create_random(32));
+      if (securememory::metrics().locked_bytes != start.locked_bytes) return 13;
+      for (const auto& s : many) {
+        if (s.with_bytes([](std::span<const std::byte> b) { return b.size(); }) != 32) return 14;
+      }
+      return 0;
+    }
     // Small secrets fit until the limit; then the error, and nothing leaks.
     std::vector<securememory::Secret> held;
     try {

@@ -133,6 +133,16 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
+bool plaintext_in_scratch(std::string_view backend) { return backend == "sealed"; }
+
+bool all_zero_at(const std::byte* p, std::size_t n) {
+  const auto* v = static_cast<const volatile std::byte*>(p);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (v[i] != std::byte{0}) return false;
+  }
+  return true;
+}
+
 const std::byte* address_of(const securememory::Secret& s) {
   return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
 }

@@ -120,7 +120,31 @@ struct mapping_info {
 /// The mapping of /proc/self/smaps that contains addr, if any.
 std::optional<mapping_info> find_mapping(const void* addr);
 
+// ---- violations -------------------------------------------------------------
+
+/// Restores the default violation handler and policy (abort) when a test ends.
+struct violation_settings_guard {
+  violation_settings_guard() = default;
+  violation_settings_guard(const violation_settings_guard&) = delete;
+  violation_settings_guard& operator=(const violation_settings_guard&) = delete;
+  ~violation_settings_guard() {
+    securememory::set_violation_handler(nullptr);
+    securememory::set_violation_policy(securememory::violation_policy::abort);
+  }
+};
+
 // ---- misc -------------------------------------------------------------------
+
+/// True for backends that keep a secret encrypted at rest and open it into a
+/// locked, dump-excluded scratch buffer that stays mapped read-write and is
+/// wiped when the access ends ("sealed"), instead of pages that fault
+/// outside an access. Tests of "faults outside/on write" check the honest
+/// equivalent for them: nothing but zeros there afterwards, writes never
+/// reach the stored secret.
+bool plaintext_in_scratch(std::string_view backend);
+
+/// True when all n bytes at p are zero (p must be readable).
+bool all_zero_at(const std::byte* p, std::size_t n);
 
 /// A buffer of n bytes filled with a recognisable, non-zero pattern.
 std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1);

@@ -25,6 +25,7 @@ enum class access : unsigned char {
 enum class integrity : unsigned char {
   intact,             ///< Nothing found.
   canary_corrupted,   ///< The canary in front of the data was overwritten.
+  authentication_failed,  ///< Sealed data failed authentication (its ciphertext was altered).
 };
 
 /// One secret's memory, as a backend handed it out.

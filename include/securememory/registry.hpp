@@ -20,6 +20,14 @@
 
 namespace securememory {
 
+class registry;
+namespace detail {
+/// Internal (not exported): the backend a registry's maker for `name`
+/// returns. Throws like make_factory(name). Used by "sealed" to put its key
+/// in the strongest registered backend.
+std::shared_ptr<backend> make_registered_backend(const registry& r, std::string_view name);
+}  // namespace detail
+
 /// Makes (or returns a shared instance of) a backend. It throws
 /// error(backend_unavailable) when the backend cannot run on this host.
 using BackendMaker = std::function<std::shared_ptr<backend>()>;
@@ -45,6 +53,7 @@ class SECUREMEMORY_API registry {
 
  private:
   [[nodiscard]] BackendMaker find(std::string_view name) const;
+  friend std::shared_ptr<backend> detail::make_registered_backend(const registry& r, std::string_view name);
   mutable std::mutex mutex_;
   std::map<std::string, BackendMaker, std::less<>> makers_;
 };

@@ -33,6 +33,7 @@ enum class violation_check : unsigned char {
 /// What was found corrupted.
 enum class violation_kind : unsigned char {
   canary_before_data,  ///< The canary directly in front of the secret's bytes was overwritten.
+  authentication_failed,  ///< The secret's ciphertext failed authentication ("sealed": it was altered).
 };
 
 /// A description of a violation. Never contains the secret's bytes.

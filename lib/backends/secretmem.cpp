@@ -51,7 +51,7 @@
 namespace securememory::detail {
 namespace {
 
-constexpr std::size_t min_arena_pages = 16;
+constexpr std::size_t min_arena_pages = 4;  // small first: the kernel charges a whole arena to RLIMIT_MEMLOCK at mmap
 constexpr std::size_t max_arena_pages = 1024;
 constexpr std::size_t no_run = std::numeric_limits<std::size_t>::max();
 

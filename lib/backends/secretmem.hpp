@@ -18,7 +18,7 @@
 //   idle and free slots: PROT_NONE   with_bytes: PROT_READ (that slot only)
 //   fill / wipe:         PROT_READ|PROT_WRITE (that slot only)
 //
-// Arena sizes: the first is 16 pages, each next one as large as all live
+// Arena sizes: the first is 4 pages, each next one as large as all live
 // arenas together (doubling the capacity), at most 1024 pages (4 MiB), at
 // least the pages of the secret that needs it. When RLIMIT_MEMLOCK does not
 // allow the size, the arena is halved down to the secret's own pages.
@@ -27,9 +27,9 @@
 // locked = those pages); 0 descriptors held (one is open for a moment while
 // an arena is made); one mapping (VMA) per arena while all are idle, plus up
 // to 2 while a secret is open (mprotect splits its slot off; it merges back
-// when closed again). For N one-page secrets: 1 arena up to 16,
-// ceil(log2(N / 16)) + 1 up to 2048, then 8 + ceil((N - 2048) / 1024)
-// (10,000 secrets: 16 arenas, measured). RLIMIT_MEMLOCK is charged for whole
+// when closed again). For N one-page secrets: 1 arena up to 4,
+// ceil(log2(N / 4)) + 1 up to 2048, then 10 + ceil((N - 2048) / 1024)
+// (10,000 secrets: 18 arenas, measured). RLIMIT_MEMLOCK is charged for whole
 // arenas, free slots included (after a run of creations at most one arena
 // beyond what the secrets use; more when closes leave holes). An arena is
 // unmapped as soon as its last secret is closed.
