@@ -20,6 +20,10 @@ message when it is missing), and with --update-docs replaces the generated
 part of docs/performance.md (between the results markers) with the table,
 the targets and the machine it ran on.
 
+Repetitions run in random interleaved order (Google Benchmark's
+--benchmark_enable_random_interleaving), so that a library benchmark and its
+floor see the same changes of machine load.
+
 Single-threaded benchmarks report CPU time (robust on a loaded machine);
 threaded ones report wall-clock time with operations summed over threads.
 """
@@ -219,15 +223,17 @@ def plot(medians, path):
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in sorted(series):
         points = sorted(series[name].items())
-        if len(points) < 2:
-            continue
-        style = "--" if name.startswith("floor/") else "-"
-        ax.plot([t for t, _ in points], [v for _, v in points], style, marker="o", label=name)
+        toggles = name.startswith(("with_bytes", "floor/with_bytes")) or name.endswith("mprotect_pair")
+        if len(points) < 2 and not toggles:
+            continue  # create/close and peers: not a with_bytes throughput
+        style = "--" if name.startswith(("floor/", "baseline/")) else "-"
+        ax.plot([t for t, _ in points], [v for _, v in points], style, marker="o" if len(points) > 1 else "s",
+                label=name)
     ax.set_xlabel("threads")
-    ax.set_ylabel("aggregate with_bytes per second (median)")
+    ax.set_ylabel("with_bytes (or protection toggles) per second, all threads")
     ax.set_xticks([1, 2, 4])
-    ax.set_ylim(bottom=0)
-    ax.set_title("securememory: throughput against threads (dashed: raw mprotect floor)")
+    ax.set_yscale("log")
+    ax.set_title("securememory: throughput against threads (medians; dashed: raw floors and baselines)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -268,7 +274,7 @@ def main():
             sys.exit(f"{binary} not found: configure with -Dbench=enabled (needs libbenchmark-dev) and build")
         cmd = [binary, f"--benchmark_repetitions={args.repetitions}", "--benchmark_report_aggregates_only=true",
                f"--benchmark_min_time={args.min_time}", f"--benchmark_out={json_path}",
-               "--benchmark_out_format=json"]
+               "--benchmark_out_format=json", "--benchmark_enable_random_interleaving=true"]
         if args.filter:
             cmd.append(f"--benchmark_filter={args.filter}")
         print("running:", " ".join(cmd), file=sys.stderr)
