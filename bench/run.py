@@ -130,13 +130,14 @@ def machine_text(context):
     return (f"{cpu}, {context.get('num_cpus', os.cpu_count())} CPUs at {context.get('mhz_per_cpu', '?')} MHz; "
             f"Linux {platform.release()}; load average at start {', '.join(f'{x:.1f}' for x in load) or '?'}; "
             f"{context.get('date', datetime.datetime.now().isoformat())}; commit {commit}; "
-            f"library build type {context.get('library_build_type', '?')} (of libbenchmark)")
+            f"libbenchmark itself built as {context.get('library_build_type', '?')} (Debian's package)")
 
 
 def report(medians, context, repetitions):
     lines = []
     out = lines.append
     out(f"Machine: {machine_text(context)}")
+    out("")
     out(f"Medians of {repetitions} repetitions. Ratios are time per operation divided by the floor's or the "
         "peer's (below 1: faster).")
     out("")
