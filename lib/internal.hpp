@@ -58,6 +58,8 @@ void count_created(std::size_t locked) noexcept;
 void count_released(std::size_t locked) noexcept;
 void count_failure() noexcept;
 void count_violation() noexcept;
+/// Bytes held by the page caches now (lib/page_cache.cpp).
+std::uint64_t cached_bytes() noexcept;
 
 // --- violations -----------------------------------------------------------
 

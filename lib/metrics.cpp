@@ -21,7 +21,7 @@ constinit std::atomic<std::uint64_t> violations{0};
 metrics_snapshot metrics() noexcept {
   return {allocated.load(std::memory_order_relaxed), in_use.load(std::memory_order_relaxed),
           locked_bytes.load(std::memory_order_relaxed), failures.load(std::memory_order_relaxed),
-          violations.load(std::memory_order_relaxed)};
+          violations.load(std::memory_order_relaxed), detail::cached_bytes()};
 }
 
 namespace detail {

@@ -2,7 +2,9 @@
 // triggered for real through the lib/os/ hook, plus the real RLIMIT_MEMLOCK
 // exhaustion (every backend) in a child without CAP_IPC_LOCK. Each failure must give the
 // right errc, leave the source untouched, hold nothing (every mmap matched by
-// a munmap) and restore the counters.
+// a munmap) and restore the counters. These tests count the uncached
+// system calls, so they pin the page cache off; the cached paths are
+// tested in page-cache-test.cpp.
 #include "support.hpp"
 
 #include <algorithm>
@@ -34,6 +36,7 @@ SM_TEST("a failed create leaves the source untouched and holds nothing", "[fault
       {call::mprotect, ENOMEM, 0, errc::protection_failed}, // no-access after filling
   }));
   CAPTURE(securememory::detail::os::call_name(c.target), c.err, c.skip);
+  const test::page_cache_limit uncached(0);
   auto factory = securememory::make_factory("protectedmemory");
   const auto expected = test::pattern(100);
   auto source = expected;
@@ -63,6 +66,7 @@ SM_TEST("a failed create leaves the source untouched and holds nothing", "[fault
 }
 
 SM_TEST("memlock_limit names RLIMIT_MEMLOCK and how to raise it", "[faults]") {
+  const test::page_cache_limit uncached(0);
   test::fault_injector fault(call::mlock, ENOMEM);
   try {
     (void)securememory::make_factory("protectedmemory").create_random(32);
@@ -106,6 +110,7 @@ SM_TEST("release failures are reported by close, and the secret is closed anyway
       {call::munmap, EINVAL, 0, errc::release_failed},
   }));
   CAPTURE(securememory::detail::os::call_name(c.target));
+  const test::page_cache_limit uncached(0);
   auto secret = securememory::make_factory("protectedmemory").create_random(32);
   const auto before = securememory::metrics();
   std::string message;

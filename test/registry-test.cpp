@@ -143,6 +143,7 @@ TEST_CASE("the logger is replaceable, not registered globally, and never sees se
     const auto expected = source;
     auto secret = securememory::make_factory("protectedmemory").create(source);
     // munmap fails inside the destructor: it must not throw, and must log.
+    const test::page_cache_limit uncached(0);  // so that the release unmaps
     test::fault_injector fail_munmap(securememory::detail::os::call::munmap, EINVAL);
     secret = securememory::Secret{};
     REQUIRE(fail_munmap.injected() == 1);

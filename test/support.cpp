@@ -147,6 +147,17 @@ const std::byte* address_of(const securememory::Secret& s) {
   return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
 }
 
+std::vector<std::byte> read_process_memory(const void* addr, std::size_t n) {
+  std::vector<std::byte> out(n);
+  std::FILE* mem = std::fopen("/proc/self/mem", "rb");
+  REQUIRE(mem != nullptr);
+  const bool ok = fseeko(mem, static_cast<off_t>(reinterpret_cast<std::uintptr_t>(addr)), SEEK_SET) == 0 &&
+                  std::fread(out.data(), 1, n, mem) == n;
+  std::fclose(mem);
+  REQUIRE(ok);
+  return out;
+}
+
 std::optional<securememory::errc> error_of(const std::function<void()>& fn) {
   try {
     fn();

@@ -48,6 +48,21 @@ class metrics_guard {
   }                                  \
   static void fn()
 
+// ---- page cache --------------------------------------------------------------
+
+/// Sets the page cache's bound for a scope and restores it after. Tests of
+/// the uncached system-call paths (counted mlock/munmap) pin it to 0.
+class page_cache_limit {
+ public:
+  explicit page_cache_limit(std::size_t bytes) : previous_(securememory::set_page_cache_limit(bytes)) {}
+  ~page_cache_limit() { securememory::set_page_cache_limit(previous_); }
+  page_cache_limit(const page_cache_limit&) = delete;
+  page_cache_limit& operator=(const page_cache_limit&) = delete;
+
+ private:
+  std::size_t previous_;
+};
+
 // ---- forked children ------------------------------------------------------
 
 struct child_result {
@@ -151,6 +166,10 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1);
 
 /// Address of a secret's first byte (read inside with_bytes, used outside).
 const std::byte* address_of(const securememory::Secret& s);
+
+/// Reads n bytes at addr through /proc/self/mem (works on no-access pages
+/// for root, as on this machine). Fails the test if the read fails.
+std::vector<std::byte> read_process_memory(const void* addr, std::size_t n);
 
 /// Catches a securememory::error thrown by fn and returns its errc.
 std::optional<securememory::errc> error_of(const std::function<void()>& fn);

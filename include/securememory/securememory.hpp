@@ -9,6 +9,7 @@
 #include <securememory/error.hpp>
 #include <securememory/log.hpp>
 #include <securememory/metrics.hpp>
+#include <securememory/page_cache.hpp>
 #include <securememory/registry.hpp>
 #include <securememory/secret.hpp>
 #include <securememory/violation.hpp>

@@ -6,10 +6,21 @@
 // sodium_memzero + munlock + munmap; it goes on past a failing step so that
 // as much as possible is given back, then throws the first failure. All
 // system calls go through lib/os/.
+//
+// Page cache (lib/page_cache.hpp): release wipes the whole run, makes it
+// PROT_NONE and offers it to the cache (still locked, DONTDUMP and
+// WIPEONFORK: those stay on the pages); allocate first takes a cached run
+// of the same length and only makes it writable (one mprotect instead of
+// mmap + mlock + 2 madvise; release saves munlock + munmap for one more
+// mprotect). When mlock is refused, every cache is emptied and the lock is
+// tried once more before the allocation fails with memlock_limit. A run the
+// cache refuses, or whose PROT_NONE fails, is unlocked and unmapped as
+// before.
 #include "backends/protectedmemory.hpp"
 
 #include "internal.hpp"
 #include "os/os.hpp"
+#include "page_cache.hpp"
 
 #include <securememory/error.hpp>
 
@@ -21,19 +32,41 @@
 namespace securememory::detail {
 namespace {
 
+void release_run(void* base, std::size_t length) noexcept {
+  os::unlock(base, length);
+  os::unmap(base, length);
+}
+
+// In a forked child the run is zero (MADV_WIPEONFORK) and not locked.
+void forget_run(void* base, std::size_t length) noexcept { os::unmap(base, length); }
+
+page_cache& cache() {
+  static page_cache* instance = new page_cache(release_run, forget_run);  // never destroyed
+  return *instance;
+}
+
 class protectedmemory final : public backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "protectedmemory"; }
 
   [[nodiscard]] region allocate(std::size_t size) override {
     const std::size_t length = round_to_pages(size);
+    if (const page_cache::run cached = cache().take(length); cached.base != nullptr) {
+      if (os::protect(cached.base, length, PROT_READ | PROT_WRITE) != 0) {
+        const int err = errno;
+        release_run(cached.base, length);  // wiped already; give it back
+        throw_os_error(errc::protection_failed, "cannot make a recycled page writable for a secret", "mprotect",
+                       err);
+      }
+      return make_region(cached.base, size, length);
+    }
     void* base = os::map_anonymous(length);
     if (base == nullptr) {
       const int err = errno;
       throw_os_error(errc::out_of_memory, "cannot map memory for a secret", "mmap", err,
                      "free memory or raise the address-space limit (RLIMIT_AS, vm.max_map_count)");
     }
-    if (os::lock(base, length) != 0) {
+    if (os::lock(base, length) != 0 && !(page_cache::release_all_caches() > 0 && os::lock(base, length) == 0)) {
       const int err = errno;
       os::unmap(base, length);  // nothing was locked; unmapping untouched pages cannot leak a secret
       throw_os_error(errc::memlock_limit, fmt::format("cannot lock {} bytes for a secret", length).c_str(), "mlock",
@@ -41,13 +74,7 @@ class protectedmemory final : public backend {
     }
     advise_or_undo(base, length, MADV_DONTDUMP, "MADV_DONTDUMP");
     advise_or_undo(base, length, MADV_WIPEONFORK, "MADV_WIPEONFORK");
-    region r;
-    r.base = base;
-    r.data = static_cast<std::byte*>(base);
-    r.size = size;
-    r.mapped = length;
-    r.locked = length;
-    return r;
+    return make_region(base, size, length);
   }
 
   void protect(region& r, access a) override { protect_pages(r.base, r.mapped, r, a); }
@@ -58,6 +85,14 @@ class protectedmemory final : public backend {
       sodium_memzero(r.base, r.mapped);
     } else {
       wipe_err = errno;  // cannot write the pages, so cannot wipe them; still give them back
+    }
+    // Wiped: offer the run to the cache, no-access. A refused PROT_NONE or
+    // a full cache falls through to the plain release.
+    if (wipe_err == 0 && page_cache::accepts(r.mapped) && os::protect(r.base, r.mapped, PROT_NONE) == 0) {
+      if (cache().put({r.base, r.mapped})) {
+        r = region{};
+        return;
+      }
     }
     const int unlock_err = os::unlock(r.base, r.mapped) == 0 ? 0 : errno;
     const int unmap_err = os::unmap(r.base, r.mapped) == 0 ? 0 : errno;
@@ -76,6 +111,17 @@ class protectedmemory final : public backend {
   }
 
  private:
+  static region make_region(void* base, std::size_t size, std::size_t length) noexcept {
+    region r;
+    r.base = base;
+    r.data = static_cast<std::byte*>(base);
+    r.size = size;
+    r.mapped = length;
+    r.locked = length;
+    r.current = access::read_write;
+    return r;
+  }
+
   static void advise_or_undo(void* base, std::size_t length, int advice, const char* advice_name) {
     if (os::advise(base, length, advice) == 0) return;
     const int err = errno;

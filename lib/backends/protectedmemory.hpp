@@ -15,6 +15,11 @@
 // (counted against RLIMIT_MEMLOCK), one VMA (adjacent VMAs with equal flags
 // may be merged by the kernel). No guard pages: an overflow past the page
 // end hits whatever mapping follows. Use "memguard" for guard pages.
+//
+// Closed secrets' pages go to the page cache (lib/page_cache.hpp) when it
+// has room: wiped, PROT_NONE, still locked; a new secret of the same page
+// count reuses them (create + close: 4 mprotect instead of mmap, mlock,
+// 2 madvise, 2 mprotect, munlock, munmap).
 #pragma once
 
 #include <securememory/backend.hpp>

@@ -1,0 +1,294 @@
+#!/usr/bin/python3
+"""Runs securememory-bench and reports medians, ratios and a plot.
+
+Usage (from the source root, after `meson setup build && ninja -C build`):
+
+    /usr/bin/python3 bench/run.py [--build build] [--repetitions 5]
+        [--min-time 0.2] [--plot docs/performance.png]
+        [--update-docs docs/performance.md] [--filter REGEX]
+
+It runs the benchmark binary with JSON output and N repetitions, keeps the
+median of each benchmark, and prints:
+  - a table: each benchmark's median time per operation, its throughput,
+    its ratio to its raw system-call floor (time / floor time; < 1 is
+    faster than the floor) and to each peer (OpenSSL secure heap, Botan);
+  - the issue-6 targets with the measured ratio and whether it is met;
+  - the baselines and peers on their own.
+It writes a PNG plot of aggregate throughput against thread count for every
+backend and baseline that runs threaded (python3-matplotlib; skipped with a
+message when it is missing), and with --update-docs replaces the generated
+part of docs/performance.md (between the results markers) with the table,
+the targets and the machine it ran on.
+
+Repetitions run in random interleaved order (Google Benchmark's
+--benchmark_enable_random_interleaving), so that a library benchmark and its
+floor see the same changes of machine load.
+
+Single-threaded benchmarks report CPU time (robust on a loaded machine);
+threaded ones report wall-clock time with operations summed over threads.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+PEERS = ["openssl", "botan"]
+# Targets from issue 6: (what, limit, "max" or "min").
+CREATE_TARGET = {"memguard": 1.10, "protectedmemory": 0.5, "secretmem": 0.5}
+WITH_BYTES_TARGET = 1.10
+SHARED_TARGET = 1.5
+
+
+def parse_name(run_name):
+    """'with_bytes_shared/memguard/real_time/threads:2' -> ('with_bytes_shared/memguard', 2)."""
+    threads = 1
+    m = re.search(r"/threads:(\d+)$", run_name)
+    if m:
+        threads = int(m.group(1))
+        run_name = run_name[: m.start()]
+    run_name = re.sub(r"/real_time$", "", run_name)
+    return run_name, threads
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    medians = {}
+    aggregated = any(b.get("run_type") == "aggregate" for b in data["benchmarks"])
+    for b in data["benchmarks"]:
+        if aggregated and b.get("aggregate_name") != "median":
+            continue  # with repetitions: the medians only
+        name, threads = parse_name(b["run_name"])
+        if b.get("items_per_second"):
+            medians[(name, threads)] = b["items_per_second"]
+    return data.get("context", {}), medians
+
+
+def floor_of(name):
+    """The floor benchmark for a library benchmark, or None."""
+    parts = name.split("/")
+    op, backend, rest = parts[0], parts[1], parts[2:]
+    if op == "create_random_close":
+        return f"floor/create_close/{backend}/32"
+    if op == "with_bytes_shared":
+        return f"floor/with_bytes/{backend}"
+    return "/".join(["floor", op, backend] + rest)
+
+
+def peer_of(name, peer):
+    parts = name.split("/")
+    op, rest = parts[0], parts[2:]
+    if op in ("create_close",):
+        return "/".join(["peer", peer, op] + rest)
+    if op == "create_random_close":
+        return f"peer/{peer}/create_close/32"
+    if op in ("with_bytes", "with_bytes_shared", "with_bytes_distinct"):
+        return f"peer/{peer}/with_bytes"
+    return None
+
+
+def ns(ips):
+    return 1e9 / ips
+
+
+def fmt_ns(v):
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} ms"
+    if v >= 1e3:
+        return f"{v / 1e3:.2f} us"
+    return f"{v:.1f} ns"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    return f"{r:.2f}x" if r < 100 else f"{r:.0f}x"
+
+
+def machine_text(context):
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    commit = "?"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip() or "?"
+    except OSError:
+        pass
+    load = context.get("load_avg", [])
+    return (f"{cpu}, {context.get('num_cpus', os.cpu_count())} CPUs at {context.get('mhz_per_cpu', '?')} MHz; "
+            f"Linux {platform.release()}; load average at start {', '.join(f'{x:.1f}' for x in load) or '?'}; "
+            f"{context.get('date', datetime.datetime.now().isoformat())}; commit {commit}; "
+            f"libbenchmark itself built as {context.get('library_build_type', '?')} (Debian's package)")
+
+
+def report(medians, context, repetitions):
+    lines = []
+    out = lines.append
+    out(f"Machine: {machine_text(context)}")
+    out("")
+    out(f"Medians of {repetitions} repetitions. Ratios are time per operation divided by the floor's or the "
+        "peer's (below 1: faster).")
+    out("")
+    out("| benchmark | threads | median per op | ops/s | vs floor | " + " | ".join(f"vs {p}" for p in PEERS) + " |")
+    out("|---|---|---|---|---|" + "---|" * len(PEERS))
+    missing_floor = set()
+    lib = sorted((k for k in medians if not k[0].startswith(("floor/", "baseline/", "peer/"))))
+    for name, threads in lib:
+        ips = medians[(name, threads)]
+        fname = floor_of(name)
+        fkey = (fname, threads if fname.startswith("floor/with_bytes_distinct") else 1)
+        floor_ratio = medians[fkey] / ips if fkey in medians else None
+        if floor_ratio is None:
+            missing_floor.add(name.split("/")[1])
+        peer_ratios = []
+        for p in PEERS:
+            pname = peer_of(name, p)
+            pkey = (pname, 1)
+            peer_ratios.append(medians[pkey] / ips if pname and pkey in medians else None)
+        out(f"| {name} | {threads} | {fmt_ns(ns(ips))} | {ips:,.0f} | {fmt_ratio(floor_ratio)} | "
+            + " | ".join(fmt_ratio(r) for r in peer_ratios) + " |")
+    out("")
+    for b in sorted(missing_floor):
+        out(f"No raw floor is measured for some benchmarks of backend {b}: those ratios are shown as '-'.")
+    out("")
+    out("Baselines and peers (no library around them):")
+    out("")
+    out("| baseline | threads | median per op | ops/s |")
+    out("|---|---|---|---|")
+    for name, threads in sorted(k for k in medians if k[0].startswith(("floor/", "baseline/", "peer/"))):
+        ips = medians[(name, threads)]
+        out(f"| {name} | {threads} | {fmt_ns(ns(ips))} | {ips:,.0f} |")
+    out("")
+    out("Targets (issue 6):")
+    out("")
+    out("| target | measured | met |")
+    out("|---|---|---|")
+    backends = sorted({k[0].split("/")[1] for k in lib})
+    for b in backends:
+        key, fkey = (f"with_bytes/{b}", 1), (f"floor/with_bytes/{b}", 1)
+        if key in medians and fkey in medians:
+            r = medians[fkey] / medians[key]
+            out(f"| with_bytes, 1 thread, {b}: <= {WITH_BYTES_TARGET:.2f}x floor | {r:.2f}x | "
+                f"{'yes' if r <= WITH_BYTES_TARGET else 'NO'} |")
+        else:
+            out(f"| with_bytes, 1 thread, {b}: <= {WITH_BYTES_TARGET:.2f}x floor | no floor for {b} | - |")
+        for size in ("32", "4096", "1048576"):
+            key, fkey = (f"create_close/{b}/{size}", 1), (f"floor/create_close/{b}/{size}", 1)
+            limit = CREATE_TARGET.get(b)
+            if key in medians and fkey in medians and limit is not None:
+                r = medians[fkey] / medians[key]
+                out(f"| create+close {size} B, {b}: <= {limit:.2f}x floor | {r:.2f}x | "
+                    f"{'yes' if r <= limit else 'NO'} |")
+            elif key in medians:
+                out(f"| create+close {size} B, {b} | no floor or target for {b} | - |")
+        one, two = (f"with_bytes_shared/{b}", 1), (f"with_bytes_shared/{b}", 2)
+        if one in medians and two in medians:
+            r = medians[two] / medians[one]
+            out(f"| one shared secret, 2 threads, {b}: >= {SHARED_TARGET:.1f}x one thread | {r:.2f}x | "
+                f"{'yes' if r >= SHARED_TARGET else 'NO'} |")
+        lib2, floor2 = (f"with_bytes_distinct/{b}", 2), (f"floor/with_bytes_distinct/{b}", 2)
+        if lib2 in medians and floor2 in medians:
+            r = medians[floor2] / medians[lib2]
+            one = medians.get((f"with_bytes_distinct/{b}", 1))
+            scale = f", {medians[lib2] / one:.2f}x one thread" if one else ""
+            out(f"| distinct secrets, 2 threads, {b}: no regression vs floor (<= 1.10x) | {r:.2f}x floor{scale} | "
+                f"{'yes' if r <= 1.10 else 'NO'} |")
+    return "\n".join(lines)
+
+
+def plot(medians, path):
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        print(f"matplotlib is missing (apt-get install python3-matplotlib): no plot written to {path}",
+              file=sys.stderr)
+        return False
+    series = {}
+    for (name, threads), ips in medians.items():
+        series.setdefault(name, {})[threads] = ips
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for name in sorted(series):
+        points = sorted(series[name].items())
+        toggles = name.startswith(("with_bytes", "floor/with_bytes")) or name.endswith("mprotect_pair")
+        if len(points) < 2 and not toggles:
+            continue  # create/close and peers: not a with_bytes throughput
+        style = "--" if name.startswith(("floor/", "baseline/")) else "-"
+        ax.plot([t for t, _ in points], [v for _, v in points], style, marker="o" if len(points) > 1 else "s",
+                label=name)
+    ax.set_xlabel("threads")
+    ax.set_ylabel("with_bytes (or protection toggles) per second, all threads")
+    ax.set_xticks([1, 2, 4])
+    ax.set_yscale("log")
+    ax.set_title("securememory: throughput against threads (medians; dashed: raw floors and baselines)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"plot written to {path}", file=sys.stderr)
+    return True
+
+
+def update_docs(path, text):
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    begin, end = "<!-- results:begin (bench/run.py --update-docs) -->", "<!-- results:end -->"
+    if begin not in doc or end not in doc:
+        sys.exit(f"{path} has no results markers")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + begin + "\n" + text + "\n" + end + tail)
+    print(f"{path} updated", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--min-time", default="0.2")
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--json", default=None, help="where to keep the raw JSON (default: BUILD/bench-results.json)")
+    ap.add_argument("--from-json", default=None, help="report on an earlier run instead of running")
+    ap.add_argument("--plot", default="docs/performance.png")
+    ap.add_argument("--update-docs", default=None)
+    args = ap.parse_args()
+
+    json_path = args.from_json or args.json or os.path.join(args.build, "bench-results.json")
+    if not args.from_json:
+        binary = os.path.join(args.build, "bench", "securememory-bench")
+        if not os.path.exists(binary):
+            sys.exit(f"{binary} not found: configure with -Dbench=enabled (needs libbenchmark-dev) and build")
+        cmd = [binary, f"--benchmark_repetitions={args.repetitions}", "--benchmark_report_aggregates_only=true",
+               f"--benchmark_min_time={args.min_time}", f"--benchmark_out={json_path}",
+               "--benchmark_out_format=json", "--benchmark_enable_random_interleaving=true"]
+        if args.filter:
+            cmd.append(f"--benchmark_filter={args.filter}")
+        print("running:", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    context, medians = load(json_path)
+    text = report(medians, context, args.repetitions)
+    print(text)
+    if args.plot:
+        plot(medians, args.plot)
+    if args.update_docs:
+        update_docs(args.update_docs, text + (f"\n\n![throughput against threads]({os.path.basename(args.plot)})"
+                                              if args.plot else ""))
+
+
+if __name__ == "__main__":
+    main()

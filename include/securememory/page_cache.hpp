@@ -1,0 +1,35 @@
+// securememory: the page cache (recycling closed secrets' pages).
+//
+// Mapping, locking and unmapping pages costs several system calls per
+// secret. Backends that own whole pages (protectedmemory) therefore keep the
+// pages of closed secrets in a bounded cache instead of unmapping them: each
+// cached page has been wiped (all zeros), made no-access, and is still
+// locked, dump-excluded and wiped-on-fork. A new secret of the same page
+// count takes such pages with one mprotect instead of mmap + mlock + madvise.
+//
+// The bound is process-wide, in bytes, shared by every cache:
+//   - environment variable SECUREMEMORY_PAGE_CACHE, read once on first use:
+//     a byte count with an optional K, M or G suffix (powers of 1024);
+//     "0" disables the cache;
+//   - set_page_cache_limit(bytes) at run time (overrides the variable).
+// Default: 1 MiB. Cached bytes are reported by metrics().cached_bytes (they
+// are NOT part of locked_bytes, which counts live secrets only). When the
+// kernel refuses to lock pages for a new secret, every cache is emptied and
+// the lock is tried once more before the allocation fails.
+#pragma once
+
+#include <securememory/config.hpp>
+
+#include <cstddef>
+
+namespace securememory {
+
+/// The page cache's bound in bytes now in force (0: disabled). Thread-safe.
+SECUREMEMORY_API std::size_t page_cache_limit() noexcept;
+
+/// Sets the page cache's bound in bytes (0 disables it) and returns the
+/// previous one. Pages above the new bound are unlocked and unmapped before
+/// it returns. Thread-safe. Never throws.
+SECUREMEMORY_API std::size_t set_page_cache_limit(std::size_t bytes) noexcept;
+
+}  // namespace securememory

@@ -1,0 +1,207 @@
+// securememory: the page cache (see lib/page_cache.hpp and the public
+// include/securememory/page_cache.hpp).
+//
+// Theory of operation. Each cache keeps a deque of page runs, oldest first,
+// under its own mutex; the mutex is never held across a system call (an
+// evicted run is popped, the mutex dropped, then the owner's release hook
+// runs). The byte total of all caches is one atomic (`cached_total`), which
+// is also metrics().cached_bytes; a put first reserves its bytes in that
+// total against the process-wide bound, evicting this cache's oldest runs
+// while it does not fit, and refuses when it still does not fit.
+//
+// take() returns the most recently cached run of exactly the requested
+// length (LIFO: its pages are the likeliest to be hot in the TLB and cache).
+//
+// fork(): pthread_atfork handlers take every cache's mutex before fork and
+// drop it after, so a child never inherits a held mutex. The child empties
+// every cache (its copies of the runs are zeroed by MADV_WIPEONFORK and are
+// not locked there) through the owner's forget hook, and stops counting them.
+//
+// The bound is read from SECUREMEMORY_PAGE_CACHE once, on first use, unless
+// set_page_cache_limit() was called before.
+#include "page_cache.hpp"
+
+#include "internal.hpp"
+
+#include <securememory/page_cache.hpp>
+
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
+#include <pthread.h>
+#include <string>
+
+namespace securememory {
+namespace detail {
+namespace {
+
+constexpr std::size_t default_limit = std::size_t{1} << 20U;
+constexpr std::size_t unset = std::numeric_limits<std::size_t>::max();
+
+constinit std::atomic<std::size_t> limit_bytes{unset};
+constinit std::atomic<std::size_t> cached_total{0};
+constinit std::atomic<page_cache*> all_caches{nullptr};
+
+// Parses "1048576", "512K", "4M", "1G" (case-insensitive); false if malformed.
+bool parse_size(const char* text, std::size_t& out) {
+  if (text == nullptr || !std::isdigit(static_cast<unsigned char>(*text))) return false;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long value = std::strtoull(text, &end, 10);
+  if (errno != 0) return false;
+  unsigned shift = 0;
+  switch (std::toupper(static_cast<unsigned char>(*end))) {
+    case '\0': break;
+    case 'K': shift = 10; ++end; break;
+    case 'M': shift = 20; ++end; break;
+    case 'G': shift = 30; ++end; break;
+    default: return false;
+  }
+  if (*end != '\0') return false;
+  if (value > (std::numeric_limits<std::size_t>::max() >> shift)) return false;
+  out = static_cast<std::size_t>(value) << shift;
+  return true;
+}
+
+std::size_t limit_from_environment() noexcept {
+  const char* env = std::getenv("SECUREMEMORY_PAGE_CACHE");
+  if (env == nullptr || *env == '\0') return default_limit;
+  std::size_t parsed = 0;
+  if (parse_size(env, parsed)) return parsed;
+  log_warning(std::string("SECUREMEMORY_PAGE_CACHE is not a byte count (like 0, 262144, 512K or 4M); using the "
+                          "default of 1M"));
+  return default_limit;
+}
+
+std::size_t current_limit() noexcept {
+  std::size_t v = limit_bytes.load(std::memory_order_relaxed);
+  if (v != unset) return v;
+  std::size_t expected = unset;
+  const std::size_t from_env = limit_from_environment();
+  limit_bytes.compare_exchange_strong(expected, from_env, std::memory_order_relaxed);
+  return limit_bytes.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+std::uint64_t cached_bytes() noexcept { return cached_total.load(std::memory_order_relaxed); }
+
+page_cache::page_cache(release_fn release, forget_fn forget) noexcept : release_(release), forget_(forget) {
+  static const bool registered = [] {
+    pthread_atfork(&page_cache::before_fork, &page_cache::after_fork_parent, &page_cache::after_fork_child);
+    return true;
+  }();
+  (void)registered;
+  page_cache* head = all_caches.load(std::memory_order_acquire);
+  do {
+    next_ = head;
+  } while (!all_caches.compare_exchange_weak(head, this, std::memory_order_acq_rel));
+}
+
+bool page_cache::accepts(std::size_t length) noexcept {
+  const std::size_t limit = current_limit();
+  return limit != 0 && length <= limit;
+}
+
+page_cache::run page_cache::take(std::size_t length) noexcept {
+  const std::lock_guard lock(mutex_);
+  for (auto it = runs_.rbegin(); it != runs_.rend(); ++it) {
+    if (it->length != length) continue;
+    const run found = *it;
+    runs_.erase(std::next(it).base());
+    cached_total.fetch_sub(length, std::memory_order_relaxed);
+    return found;
+  }
+  return {};
+}
+
+bool page_cache::put(run r) noexcept {
+  const std::size_t limit = current_limit();
+  if (limit == 0 || r.length > limit) return false;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    std::size_t total = cached_total.load(std::memory_order_relaxed);
+    if (total + r.length <= limit) {
+      if (cached_total.compare_exchange_weak(total, total + r.length, std::memory_order_relaxed)) break;
+      continue;
+    }
+    if (runs_.empty()) return false;  // the budget is held by other caches
+    const run victim = runs_.front();
+    runs_.pop_front();
+    cached_total.fetch_sub(victim.length, std::memory_order_relaxed);
+    lock.unlock();
+    release_(victim.base, victim.length);
+    lock.lock();
+  }
+  try {
+    runs_.push_back(r);
+  } catch (...) {  // no memory for the bookkeeping: do not cache
+    cached_total.fetch_sub(r.length, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+std::size_t page_cache::release_until(std::size_t total_limit) noexcept {
+  std::size_t released = 0;
+  std::unique_lock lock(mutex_);
+  while (!runs_.empty() && cached_total.load(std::memory_order_relaxed) > total_limit) {
+    const run victim = runs_.front();
+    runs_.pop_front();
+    cached_total.fetch_sub(victim.length, std::memory_order_relaxed);
+    lock.unlock();
+    release_(victim.base, victim.length);
+    released += victim.length;
+    lock.lock();
+  }
+  return released;
+}
+
+std::size_t page_cache::release_all_caches() noexcept {
+  std::size_t released = 0;
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+    released += c->release_until(0);
+  }
+  return released;
+}
+
+void page_cache::trim_all_caches(std::size_t limit) noexcept {
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+    c->release_until(limit);
+  }
+}
+
+void page_cache::before_fork() noexcept {
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.lock();
+}
+
+void page_cache::after_fork_parent() noexcept {
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.unlock();
+}
+
+void page_cache::after_fork_child() noexcept {
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+    for (const run& r : c->runs_) {
+      cached_total.fetch_sub(r.length, std::memory_order_relaxed);
+      if (c->forget_ != nullptr) c->forget_(r.base, r.length);
+    }
+    c->runs_.clear();
+    c->mutex_.unlock();
+  }
+}
+
+}  // namespace detail
+
+std::size_t page_cache_limit() noexcept { return detail::current_limit(); }
+
+std::size_t set_page_cache_limit(std::size_t bytes) noexcept {
+  if (bytes == detail::unset) --bytes;  // the all-ones value means "not read yet"
+  const std::size_t previous = detail::current_limit();
+  detail::limit_bytes.store(bytes, std::memory_order_relaxed);
+  detail::page_cache::trim_all_caches(bytes);
+  return previous;
+}
+
+}  // namespace securememory

@@ -1,0 +1,72 @@
+// securememory internal: a bounded cache of wiped, no-access, locked pages.
+//
+// Reusable by any backend that hands out whole page runs (protectedmemory;
+// secretmem can use it for its slots). The cache makes no system call of
+// its own: a run it evicts goes back through the owner's `release` hook,
+// which calls lib/os/. Every instance is created once and never destroyed.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <mutex>
+
+namespace securememory::detail {
+
+class page_cache {
+ public:
+  /// Gives back a run for good (unlock + unmap, or return it to an arena).
+  /// Called with no cache lock held. Must not throw.
+  using release_fn = void (*)(void* base, std::size_t length) noexcept;
+  /// In a forked child, drops a run inherited from the parent (it is
+  /// wiped there by MADV_WIPEONFORK and not locked). May be null: the
+  /// mapping then stays, unused. Called from the pthread_atfork child
+  /// handler (single-threaded).
+  using forget_fn = void (*)(void* base, std::size_t length) noexcept;
+
+  struct run {
+    void* base = nullptr;
+    std::size_t length = 0;
+  };
+
+  /// Creates a cache and registers it for fork handling and for
+  /// release_all_caches(). Create instances as never-destroyed statics.
+  page_cache(release_fn release, forget_fn forget) noexcept;
+  page_cache(const page_cache&) = delete;
+  page_cache& operator=(const page_cache&) = delete;
+  ~page_cache() = delete;  // never destroyed: see the file comment
+
+  /// True when a run of `length` bytes could be kept (the cache is on and
+  /// the run is not larger than the bound). Lets the owner skip the work of
+  /// preparing a run the cache would refuse.
+  [[nodiscard]] static bool accepts(std::size_t length) noexcept;
+
+  /// A cached run of exactly `length` bytes (most recently cached first),
+  /// or {nullptr, 0}. The run is no-access, locked and all zeros.
+  [[nodiscard]] run take(std::size_t length) noexcept;
+
+  /// Offers a run that the caller has wiped and made no-access and that is
+  /// still locked. Evicts this cache's oldest runs to make room. Returns
+  /// false when it does not fit: the caller then releases it itself.
+  [[nodiscard]] bool put(run r) noexcept;
+
+  /// Releases every run of every cache (memlock pressure). Returns the
+  /// number of bytes released.
+  static std::size_t release_all_caches() noexcept;
+
+  /// Releases runs of every cache until the total is within `limit`.
+  static void trim_all_caches(std::size_t limit) noexcept;
+
+ private:
+  std::size_t release_until(std::size_t total_limit) noexcept;
+  static void before_fork() noexcept;
+  static void after_fork_parent() noexcept;
+  static void after_fork_child() noexcept;
+
+  release_fn release_;
+  forget_fn forget_;
+  std::mutex mutex_;
+  std::deque<run> runs_;  // oldest first
+  page_cache* next_ = nullptr;  // registry of all caches (never shrinks)
+};
+
+}  // namespace securememory::detail

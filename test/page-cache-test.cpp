@@ -1,0 +1,198 @@
+// The page cache (lib/page_cache.cpp) as protectedmemory uses it: closed
+// secrets' pages are wiped, no-access, still locked, don't-dump and
+// wipe-on-fork while cached; a recycled page never shows an earlier
+// secret's bytes; the bound holds and is counted; memlock pressure empties
+// the cache before an allocation fails; failures on the cached paths hold
+// nothing; a forked child never recycles its parent's (unlocked) pages.
+#include "support.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <sys/resource.h>
+
+using securememory::errc;
+using call = securememory::detail::os::call;
+
+namespace {
+
+constexpr std::size_t page = 4096;
+
+// Closes every cached run first (0), then sets the bound for the test.
+struct fresh_cache {
+  explicit fresh_cache(std::size_t bytes) : off(0), on(bytes) {}
+  test::page_cache_limit off;
+  test::page_cache_limit on;
+};
+
+const std::byte* page_of(const std::byte* p) {
+  return reinterpret_cast<const std::byte*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{page - 1});
+}
+
+}  // namespace
+
+TEST_CASE("SECUREMEMORY_PAGE_CACHE sets the bound (default 1M)", "[page-cache]") {
+  const char* env = std::getenv("SECUREMEMORY_PAGE_CACHE");
+  CAPTURE(env != nullptr ? env : "(unset)");
+  if (env == nullptr || *env == '\0') {
+    CHECK(securememory::page_cache_limit() == std::size_t{1} << 20U);
+  } else if (std::strcmp(env, "0") == 0) {
+    CHECK(securememory::page_cache_limit() == 0);
+  } else {
+    WARN("SECUREMEMORY_PAGE_CACHE=" << env << ": only unset and 0 are checked here");
+  }
+  const test::page_cache_limit scoped(12345);
+  CHECK(securememory::page_cache_limit() == 12345);
+}
+
+SM_TEST("a recycled page never shows a previous secret's bytes", "[page-cache]") {
+  const fresh_cache cache(1U << 20U);
+  auto factory = securememory::make_factory("protectedmemory");
+  auto first_source = test::pattern(page, 1);
+  auto first = factory.create(first_source);
+  const auto* addr = test::address_of(first);
+  const auto before = securememory::metrics();
+  first.close();
+  REQUIRE(securememory::metrics().cached_bytes == before.cached_bytes + page);
+
+  // While cached: no-access, locked, don't-dump, wipe-on-fork, all zeros.
+  const auto cached = test::find_mapping(addr);
+  REQUIRE(cached);
+  CHECK(cached->perms.substr(0, 3) == "---");
+  CHECK(cached->has_flag("lo"));
+  CHECK(cached->has_flag("dd"));
+  CHECK(cached->has_flag("wf"));
+  CHECK(cached->locked_kb * 1024 == cached->end - cached->start);
+  CHECK(test::read_process_memory(addr, page) == std::vector<std::byte>(page));
+
+  // A smaller secret gets the same page: its bytes, then zeros to the page end.
+  auto second_source = test::pattern(100, 2);
+  const auto second_expected = second_source;
+  auto second = factory.create(second_source);
+  REQUIRE(test::address_of(second) == addr);
+  CHECK(securememory::metrics().cached_bytes == before.cached_bytes);
+  second.with_bytes([&](std::span<const std::byte> b) {
+    const std::byte* whole = page_of(b.data());
+    CHECK(std::equal(b.begin(), b.end(), second_expected.begin(), second_expected.end()));
+    for (std::size_t i = b.size(); i < page; ++i) {
+      if (whole[i] != std::byte{0}) FAIL("byte " << i << " of a recycled page is not zero");
+    }
+  });
+  // And once more, through create_random.
+  second.close();
+  auto third = factory.create_random(32);
+  REQUIRE(test::address_of(third) == addr);
+  third.with_bytes([&](std::span<const std::byte> b) {
+    const std::byte* whole = page_of(b.data());
+    for (std::size_t i = b.size(); i < page; ++i) {
+      if (whole[i] != std::byte{0}) FAIL("byte " << i << " of a recycled page is not zero");
+    }
+  });
+}
+
+SM_TEST("the cache is bounded, counted in cached_bytes (not locked_bytes), and 0 disables it", "[page-cache]") {
+  auto factory = securememory::make_factory("protectedmemory");
+  {
+    const fresh_cache cache(2 * page);
+    const auto start = securememory::metrics();
+    CHECK(start.cached_bytes == 0);
+    std::vector<securememory::Secret> held;
+    for (int i = 0; i < 4; ++i) held.push_back(factory.create_random(32));
+    const auto* last = test::address_of(held.back());
+    held.clear();  // 4 pages closed, 2 kept
+    const auto now = securememory::metrics();
+    CHECK(now.cached_bytes == 2 * page);
+    CHECK(now.locked_bytes == start.locked_bytes);
+    // A run larger than the bound is never cached.
+    (void)factory.create_random(3 * page);
+    CHECK(securememory::metrics().cached_bytes == 2 * page);
+    // Lowering the bound releases at once.
+    securememory::set_page_cache_limit(page);
+    CHECK(securememory::metrics().cached_bytes == page);
+    securememory::set_page_cache_limit(0);
+    CHECK(securememory::metrics().cached_bytes == 0);
+    const auto gone = test::find_mapping(last);
+    CHECK((!gone || !gone->has_flag("dd")));
+  }
+  {
+    const fresh_cache cache(0);
+    auto s = factory.create_random(32);
+    const auto* addr = test::address_of(s);
+    s.close();
+    CHECK(securememory::metrics().cached_bytes == 0);
+    const auto gone = test::find_mapping(addr);
+    CHECK((!gone || !gone->has_flag("dd")));  // unmapped
+  }
+}
+
+SM_TEST("a recycled page that cannot be made writable is protection_failed and is released", "[page-cache][faults]") {
+  const fresh_cache cache(1U << 20U);
+  auto factory = securememory::make_factory("protectedmemory");
+  factory.create_random(32).close();
+  REQUIRE(securememory::metrics().cached_bytes == page);
+  const auto expected = test::pattern(32);
+  auto source = expected;
+  {
+    test::fault_injector fault(call::mprotect, ENOMEM);
+    CHECK(test::error_of([&] { (void)factory.create(source); }) == errc::protection_failed);
+    CHECK(fault.calls(call::mmap) == 0);  // it was the recycled page
+    CHECK(fault.calls(call::munlock) == 1);
+    CHECK(fault.calls(call::munmap) == 1);
+  }
+  CHECK(source == expected);
+  CHECK(securememory::metrics().cached_bytes == 0);
+}
+
+SM_TEST("a page that cannot be made no-access again at release is not cached, but released", "[page-cache][faults]") {
+  const fresh_cache cache(1U << 20U);
+  auto secret = securememory::make_factory("protectedmemory").create_random(32);
+  {
+    test::fault_injector fault(call::mprotect, ENOMEM, 1);  // 0: writable to wipe, 1: no-access for the cache
+    secret.close();  // wiped, so no error
+    CHECK(fault.injected() == 1);
+    CHECK(fault.calls(call::munlock) == 1);
+    CHECK(fault.calls(call::munmap) == 1);
+  }
+  CHECK(securememory::metrics().cached_bytes == 0);
+}
+
+TEST_CASE("memlock pressure empties the cache before an allocation fails", "[page-cache][kernel]") {
+  constexpr rlim_t limit = 64 * 1024;
+  const auto r = test::run_in_child([] {
+    if (!test::drop_cap_ipc_lock()) return 2;
+    const rlimit lim{limit, limit};
+    if (setrlimit(RLIMIT_MEMLOCK, &lim) != 0) return 3;
+    securememory::set_page_cache_limit(1U << 20U);
+    if (securememory::metrics().cached_bytes != 0) return 4;  // the parent's runs were dropped at fork
+    auto factory = securememory::make_factory("protectedmemory");
+    {
+      std::vector<securememory::Secret> held;
+      for (int i = 0; i < 12; ++i) held.push_back(factory.create_random(32));
+    }
+    if (securememory::metrics().cached_bytes != 12 * page) return 5;  // 48 KiB of 64 KiB locked in the cache
+    auto big = factory.create_random(8 * page);  // 32 KiB more: fits only once the cache lets go
+    if (securememory::metrics().cached_bytes != 0) return 6;
+    if (big.size() != 8 * page) return 7;
+    return 0;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+}
+
+SM_TEST("a forked child never recycles its parent's cached pages", "[page-cache][kernel][fork]") {
+  const fresh_cache cache(1U << 20U);
+  auto factory = securememory::make_factory("protectedmemory");
+  factory.create_random(32).close();
+  REQUIRE(securememory::metrics().cached_bytes == page);
+  const auto r = test::run_in_child([&factory] {
+    if (securememory::metrics().cached_bytes != 0) return 2;
+    auto own = factory.create_random(32);
+    const auto m = test::find_mapping(test::address_of(own));
+    if (!m || !m->has_flag("lo") || m->locked_kb == 0) return 3;  // a fresh, locked page
+    return 0;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+  CHECK(securememory::metrics().cached_bytes == page);  // the parent keeps its own
+}
