@@ -496,27 +496,50 @@ class sealed final : public backend {
     return {reinterpret_cast<const unsigned char*>(key_region_.data), prefix_.data()};
   }
 
+  // The key region is made and filled before key_mutex_ is taken, and the
+  // region it replaces (a parent's, in a forked child) is dropped after it
+  // is released: key_mutex_ is never held while another backend's locks are
+  // taken, so the fork handlers (which take key_mutex_ and, separately, the
+  // other backends' locks) cannot deadlock against a thread making the key.
   void make_key(std::uint64_t want) {
-    const std::lock_guard lock(key_mutex_);
-    if (key_generation_.load(std::memory_order_relaxed) == want) return;
-    if (key_backend_ && key_region_.data != nullptr) key_backend_->release_after_fork(key_region_);
     std::shared_ptr<backend> b = key_region_backend();
     region r = b->allocate(key_bytes);
     try {
       crypto_aead_xchacha20poly1305_ietf_keygen(reinterpret_cast<unsigned char*>(r.data));
       b->protect(r, access::read);
     } catch (...) {
-      try {
-        b->release(r);
-      } catch (const std::exception& e) {
-        log_error(std::string("releasing a failed sealing-key region failed: ") + e.what());
-      }
+      release_key_region(*b, r);
       throw;
     }
-    randombytes_buf(prefix_.data(), prefix_.size());
-    key_backend_ = std::move(b);
-    key_region_ = r;
-    key_generation_.store(want, std::memory_order_release);
+    std::shared_ptr<backend> old_backend;
+    region old_region{};
+    bool lost = false;
+    {
+      const std::lock_guard lock(key_mutex_);
+      if (key_generation_.load(std::memory_order_relaxed) == want) {
+        lost = true;  // another thread made it meanwhile
+      } else {
+        old_backend = std::move(key_backend_);
+        old_region = key_region_;
+        randombytes_buf(prefix_.data(), prefix_.size());
+        key_backend_ = b;
+        key_region_ = r;
+        key_generation_.store(want, std::memory_order_release);
+      }
+    }
+    if (lost) {
+      release_key_region(*b, r);
+      return;
+    }
+    if (old_backend && old_region.data != nullptr) old_backend->release_after_fork(old_region);
+  }
+
+  static void release_key_region(backend& b, region& r) noexcept {
+    try {
+      b.release(r);
+    } catch (const std::exception& e) {
+      log_error(std::string("releasing a sealing-key region failed: ") + e.what());
+    }
   }
 
   static void nonce_for(const key_ref& k, std::uint64_t counter, unsigned char* nonce) noexcept {
