@@ -10,6 +10,8 @@
 #include <cstring>
 #include <string_view>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -20,6 +22,8 @@ namespace {
 // (tests do): the hook and its context are two separate atomics.
 constinit std::atomic<fault_hook> current_hook{nullptr};
 constinit std::atomic<void*> current_context{nullptr};
+constinit std::atomic<unmap_observer> current_observer{nullptr};
+constinit std::atomic<void*> observer_context{nullptr};
 
 // Returns true (errno set) when the hook says this call must fail.
 bool injected(call c) noexcept {
@@ -41,6 +45,8 @@ const char* call_name(call c) noexcept {
     case call::munlock: return "munlock";
     case call::mprotect: return "mprotect";
     case call::madvise: return "madvise";
+    case call::setrlimit: return "setrlimit";
+    case call::prctl: return "prctl";
     case call::count_: break;
   }
   return "?";
@@ -50,6 +56,12 @@ void set_fault_hook(fault_hook hook, void* context) noexcept {
   current_hook.store(nullptr, std::memory_order_release);
   current_context.store(context, std::memory_order_release);
   current_hook.store(hook, std::memory_order_release);
+}
+
+void set_unmap_observer(unmap_observer observer, void* context) noexcept {
+  current_observer.store(nullptr, std::memory_order_release);
+  observer_context.store(context, std::memory_order_release);
+  current_observer.store(observer, std::memory_order_release);
 }
 
 std::size_t page_size() noexcept {
@@ -68,6 +80,8 @@ void* map_anonymous(std::size_t length) noexcept {
 
 int unmap(void* addr, std::size_t length) noexcept {
   if (injected(call::munmap)) return -1;
+  const unmap_observer observer = current_observer.load(std::memory_order_acquire);
+  if (observer != nullptr) observer(addr, length, observer_context.load(std::memory_order_acquire));
   return ::munmap(addr, length);
 }
 
@@ -92,6 +106,20 @@ int protect(void* addr, std::size_t length, int prot) noexcept {
 int advise(void* addr, std::size_t length, int advice) noexcept {
   if (injected(call::madvise)) return -1;
   return ::madvise(addr, length, advice);
+}
+
+int get_limit(int resource, rlimit& out) noexcept {
+  return ::getrlimit(static_cast<__rlimit_resource>(resource), &out);
+}
+
+int set_limit(int resource, const rlimit& value) noexcept {
+  if (injected(call::setrlimit)) return -1;
+  return ::setrlimit(static_cast<__rlimit_resource>(resource), &value);
+}
+
+int process_control(int option, unsigned long arg2) noexcept {
+  if (injected(call::prctl)) return -1;
+  return ::prctl(option, arg2, 0UL, 0UL, 0UL);
 }
 
 bool memlock_limit(rlimit& out) noexcept { return ::getrlimit(RLIMIT_MEMLOCK, &out) == 0; }
