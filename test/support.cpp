@@ -1,6 +1,8 @@
 // Test support (see support.hpp).
 #include "support.hpp"
 
+#include "proof/proof.hpp"
+
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -53,16 +55,7 @@ child_result run_in_child(const std::function<int()>& fn) {
   return r;
 }
 
-bool drop_cap_ipc_lock() {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &header, data) != 0) return false;
-  const auto bit = 1U << CAP_IPC_LOCK;  // CAP_IPC_LOCK (14) is in the first word
-  data[0].effective &= ~bit;
-  data[0].permitted &= ~bit;
-  data[0].inheritable &= ~bit;
-  return syscall(SYS_capset, &header, data) == 0;
-}
+bool drop_cap_ipc_lock() { return securememory::proof::drop_cap_ipc_lock(); }
 
 fault_injector::fault_injector(securememory::detail::os::call target, int err, int skip, int times)
     : target_(target), err_(err), skip_(skip), times_(times) {
