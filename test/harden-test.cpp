@@ -8,6 +8,7 @@
 #include "proof/support.hpp"
 
 #include <csignal>
+#include <functional>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/prctl.h>
@@ -135,24 +136,23 @@ SM_TEST("a hardened child writes no core file", "[harden][core]") {
 
 namespace {
 
-// Forks a peer running as uid/gid 65534 that forks a target of the same
-// user; the target optionally hardens, then the peer reads the target's
-// /proc/PID/mem. Returns 0 readable, 1 refused, other: setup failed.
-int peer_reads_target(bool harden) {
-  const auto r = proof::run_child([harden] {
-    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) return 10;
-    proof::pipe_pair ready;
-    proof::pipe_pair release;
-    const pid_t target = fork();
-    if (target < 0) return 11;
-    if (target == 0) {
+// A target process that runs setup(), publishes the address of a marker
+// string through `ready`, and waits until `release` is closed.
+struct marked_target {
+  proof::pipe_pair ready;
+  proof::pipe_pair release;
+  pid_t pid = -1;
+  std::uintptr_t addr = 0;
+
+  explicit marked_target(const std::function<void()>& setup) {
+    std::fflush(nullptr);
+    pid = fork();
+    if (pid == 0) {
       ready.close_read();
       release.close_write();
-      // Changing uid cleared the dumpable flag; an ordinary process has it set.
-      prctl(PR_SET_DUMPABLE, 1);
-      if (harden) (void)harden_process({.disable_core_dumps = false, .disable_ptrace = true});
-      static const char marker[] = "a marker the peer tries to read";
-      const auto addr = reinterpret_cast<std::uintptr_t>(marker);
+      setup();
+      static const char marker[] = "a marker to read";
+      addr = reinterpret_cast<std::uintptr_t>(marker);
       proof::write_all(ready.write_fd, &addr, sizeof addr);
       char c;
       while (read(release.read_fd, &c, 1) > 0) {
@@ -161,18 +161,39 @@ int peer_reads_target(bool harden) {
     }
     ready.close_write();
     release.close_read();
-    std::uintptr_t addr = 0;
-    if (!proof::read_exact(ready.read_fd, &addr, sizeof addr, 30000)) return 12;
-    int result = 1;
-    const int fd = open(("/proc/" + std::to_string(target) + "/mem").c_str(), O_RDONLY);
-    if (fd >= 0) {
-      char buf[8];
-      if (pread(fd, buf, sizeof buf, static_cast<off_t>(addr)) == sizeof buf && std::memcmp(buf, "a marker", 8) == 0) result = 0;
-      close(fd);
-    }
+    if (pid > 0 && !proof::read_exact(ready.read_fd, &addr, sizeof addr, 30000)) addr = 0;
+  }
+  ~marked_target() {
     release.close_write();
-    proof::wait_child(target, 30);
-    return result;
+    if (pid > 0) proof::wait_child(pid, 30);
+  }
+  marked_target(const marked_target&) = delete;
+  marked_target& operator=(const marked_target&) = delete;
+
+  // True when /proc/PID/mem of the target gives the marker to this process.
+  [[nodiscard]] bool readable() const {
+    if (addr == 0) return false;
+    const int fd = open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[8];
+    const bool ok = pread(fd, buf, sizeof buf, static_cast<off_t>(addr)) == sizeof buf && std::memcmp(buf, "a marker", 8) == 0;
+    close(fd);
+    return ok;
+  }
+};
+
+// Forks a peer running as uid/gid 65534 that starts a target of the same
+// user; the target optionally hardens, then the peer reads the target's
+// /proc/PID/mem. Returns 0 readable, 1 refused, other: setup failed.
+int peer_reads_target(bool harden) {
+  const auto r = proof::run_child([harden] {
+    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) return 10;
+    const marked_target target([harden] {
+      prctl(PR_SET_DUMPABLE, 1);  // changing uid cleared it; an ordinary process has it set
+      if (harden) (void)harden_process({.disable_core_dumps = false, .disable_ptrace = true});
+    });
+    if (target.pid < 0 || target.addr == 0) return 11;
+    return target.readable() ? 0 : 1;
   });
   return r.exited ? r.exit_code : 99;
 }
@@ -192,37 +213,10 @@ SM_TEST("a hardened process's memory is unreadable to a non-root peer of the sam
 SM_TEST("root (CAP_SYS_PTRACE) still reads a hardened process's memory", "[harden]") {
   // Documented limit (docs/security-model.md): PR_SET_DUMPABLE 0 does not
   // stop a process with CAP_SYS_PTRACE in the target's user namespace.
-  proof::pipe_pair ready;
-  proof::pipe_pair release;
-  std::fflush(nullptr);
-  const pid_t target = fork();
-  REQUIRE(target >= 0);
-  if (target == 0) {
-    ready.close_read();
-    release.close_write();
-    (void)harden_process();
-    static const char marker[] = "a marker root tries to read";
-    const auto addr = reinterpret_cast<std::uintptr_t>(marker);
-    proof::write_all(ready.write_fd, &addr, sizeof addr);
-    char c;
-    while (read(release.read_fd, &c, 1) > 0) {
-    }
-    _exit(0);
-  }
-  ready.close_write();
-  release.close_read();
-  std::uintptr_t addr = 0;
-  const bool got = proof::read_exact(ready.read_fd, &addr, sizeof addr, 30000);
-  bool readable = false;
-  const int fd = open(("/proc/" + std::to_string(target) + "/mem").c_str(), O_RDONLY);
-  if (got && fd >= 0) {
-    char buf[8];
-    readable = pread(fd, buf, sizeof buf, static_cast<off_t>(addr)) == sizeof buf && std::memcmp(buf, "a marker", 8) == 0;
-  }
-  if (fd >= 0) close(fd);
-  release.close_write();
-  proof::wait_child(target, 30);
-  REQUIRE(got);
+  const marked_target target([] { (void)harden_process(); });
+  REQUIRE(target.pid > 0);
+  REQUIRE(target.addr != 0);
+  const bool readable = target.readable();
   if (geteuid() != 0) {
     WARN("SKIP: not running as root");
     return;
