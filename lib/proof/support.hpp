@@ -23,7 +23,7 @@ child_status wait_child(pid_t pid, int timeout_seconds);
 /// how it died.
 result run_child_check(const std::function<result()>& fn, int timeout_seconds = 60);
 
-/// The checks, one function each (core.cpp, wipe.cpp, checks.cpp).
+/// The checks, one function each (dumps.cpp, wipe.cpp, checks.cpp).
 result check_core_dumps(const std::string& backend);
 result check_gcore(const std::string& backend);
 result check_wiping(const std::string& backend);
