@@ -29,6 +29,7 @@
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
+#include <sys/mman.h>
 #include <sys/procfs.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -96,47 +97,64 @@ std::size_t piece_set::count_in(std::span<const std::byte> hay, std::vector<std:
 
 // ---- ELF core scanning ----------------------------------------------------------------
 
+namespace {
+
+// A read-only mapping of a whole file (not the heap: a parent that read
+// cores into its heap would hand that memory to every later child).
+struct mapped_file {
+  const std::byte* data = nullptr;
+  std::size_t size = 0;
+  explicit mapped_file(const std::string& path) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st{};
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+      void* p = mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p != MAP_FAILED) {
+        data = static_cast<const std::byte*>(p);
+        size = static_cast<std::size_t>(st.st_size);
+      }
+    }
+    close(fd);
+  }
+  ~mapped_file() {
+    if (data != nullptr) munmap(const_cast<std::byte*>(data), size);
+  }
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+};
+
+}  // namespace
+
 core_scan scan_core_file(const std::string& path, const piece_set& pieces) {
   core_scan s;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    s.error = "cannot open " + path;
+  const mapped_file file(path);
+  if (file.data == nullptr) {
+    s.error = "cannot map " + path;
     return s;
   }
-  std::vector<std::byte> file;
-  {
-    in.seekg(0, std::ios::end);
-    const auto len = static_cast<std::size_t>(in.tellg());
-    in.seekg(0);
-    file.resize(len);
-    in.read(reinterpret_cast<char*>(file.data()), static_cast<std::streamsize>(len));
-    if (!in) {
-      s.error = "cannot read " + path;
-      return s;
-    }
-  }
-  s.file_bytes = file.size();
+  s.file_bytes = file.size;
   Elf64_Ehdr eh{};
-  if (file.size() < sizeof eh) {
+  if (file.size < sizeof eh) {
     s.error = "file too short for an ELF header";
     return s;
   }
-  std::memcpy(&eh, file.data(), sizeof eh);
+  std::memcpy(&eh, file.data, sizeof eh);
   if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_type != ET_CORE ||
-      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phoff + std::size_t{eh.e_phnum} * sizeof(Elf64_Phdr) > file.size()) {
+      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phoff + std::size_t{eh.e_phnum} * sizeof(Elf64_Phdr) > file.size) {
     s.error = "not a 64-bit ELF core file";
     return s;
   }
   s.is_core = true;
-  const std::span<const std::byte> all(file);
+  const std::span<const std::byte> all(file.data, file.size);
   std::size_t in_load = 0;
   std::size_t in_note = 0;
   bool have_status = false;
   for (std::size_t i = 0; i < eh.e_phnum; ++i) {
     Elf64_Phdr ph{};
-    std::memcpy(&ph, file.data() + eh.e_phoff + i * sizeof ph, sizeof ph);
-    if (ph.p_offset > file.size()) continue;
-    const std::size_t len = std::min<std::size_t>(ph.p_filesz, file.size() - ph.p_offset);
+    std::memcpy(&ph, file.data + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if (ph.p_offset > file.size) continue;
+    const std::size_t len = std::min<std::size_t>(ph.p_filesz, file.size - ph.p_offset);
     const auto data = all.subspan(ph.p_offset, len);
     if (ph.p_type == PT_LOAD) {
       ++s.load_segments;

@@ -15,7 +15,9 @@
 // A call seen by both is counted once, as seen by the lib/os/ hook.
 // Inspection reads the bytes with process_vm_readv (fails on unreadable
 // pages, never faults), falling back to /proc/self/mem (reads PROT_NONE
-// pages too) into a buffer allocated before arming: the hooks allocate
+// pages too), into a buffer allocated before arming; memfd_secret pages,
+// which neither reaches, are read directly under a SIGSEGV guard, after a
+// momentary mprotect(PROT_READ) when they are PROT_NONE. The hooks allocate
 // nothing and take no lock. Secret bytes that survive a close without being
 // unmapped (a backend that keeps its pages) are inspected right after
 // close() the same way. Only counts of non-zero bytes are kept.
@@ -28,6 +30,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <csetjmp>
+#include <csignal>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -53,7 +57,42 @@ constinit std::atomic<watch_state*> armed{nullptr};
 constinit thread_local std::uintptr_t os_seen_addr = 0;  // last call the lib/os/ hook saw (dedup)
 constinit thread_local bool inside_hook = false;
 
+// Direct reads that may fault: a SIGSEGV/SIGBUS during probe_read()
+// jumps back instead of killing the process.
+constinit thread_local sigjmp_buf* probe_jump = nullptr;
+
+void probe_fault(int) { siglongjmp(*probe_jump, 1); }
+
+// Counts non-zero bytes in [lo, hi) by reading them directly; false if a
+// read faulted.
+bool probe_read(std::uintptr_t lo, std::uintptr_t hi, std::size_t& nonzero) noexcept {
+  struct sigaction fault{};
+  struct sigaction old_segv{};
+  struct sigaction old_bus{};
+  fault.sa_handler = &probe_fault;
+  sigemptyset(&fault.sa_mask);
+  sigaction(SIGSEGV, &fault, &old_segv);
+  sigaction(SIGBUS, &fault, &old_bus);
+  sigjmp_buf jump;
+  bool ok = false;
+  if (sigsetjmp(jump, 1) == 0) {
+    probe_jump = &jump;
+    std::size_t n = 0;
+    for (std::uintptr_t a = lo; a < hi; ++a) n += *reinterpret_cast<const volatile std::byte*>(a) != std::byte{0} ? 1 : 0;
+    nonzero = n;
+    ok = true;
+  }
+  probe_jump = nullptr;
+  sigaction(SIGSEGV, &old_segv, nullptr);
+  sigaction(SIGBUS, &old_bus, nullptr);
+  return ok;
+}
+
 // Counts the non-zero bytes in [lo, hi) of this process, or returns false.
+// In order: process_vm_readv (readable pages), /proc/self/mem (also
+// PROT_NONE pages), a direct read (memfd_secret pages, which neither of the
+// two can reach), and last, for memfd_secret pages that are PROT_NONE, a
+// direct read after mprotect(PROT_READ), putting PROT_NONE back.
 bool inspect(watch_state& w, std::uintptr_t lo, std::uintptr_t hi, std::size_t& nonzero) noexcept {
   const std::size_t len = hi - lo;
   std::byte* out = w.buffer;
@@ -61,9 +100,18 @@ bool inspect(watch_state& w, std::uintptr_t lo, std::uintptr_t hi, std::size_t& 
   iovec remote{reinterpret_cast<void*>(lo), len};
   ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
   if (n != static_cast<ssize_t>(len) && w.mem_fd >= 0) n = pread(w.mem_fd, out, len, static_cast<off_t>(lo));
-  if (n != static_cast<ssize_t>(len)) return false;
-  nonzero = static_cast<std::size_t>(std::count_if(out, out + len, [](std::byte b) { return b != std::byte{0}; }));
-  return true;
+  if (n == static_cast<ssize_t>(len)) {
+    nonzero = static_cast<std::size_t>(std::count_if(out, out + len, [](std::byte b) { return b != std::byte{0}; }));
+    return true;
+  }
+  if (probe_read(lo, hi, nonzero)) return true;
+  const std::uintptr_t page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto* first = reinterpret_cast<void*>(lo / page * page);
+  const std::size_t span = (hi + page - 1) / page * page - lo / page * page;
+  if (mprotect(first, span, PROT_READ) != 0) return false;  // not mapped
+  const bool ok = probe_read(lo, hi, nonzero);
+  mprotect(first, span, PROT_NONE);  // it was PROT_NONE: the direct read faulted
+  return ok;
 }
 
 // Records what [addr, addr+length) holds of the secret; returns the bytes of
