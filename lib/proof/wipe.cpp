@@ -59,7 +59,7 @@ constinit thread_local bool inside_hook = false;
 
 // Direct reads that may fault: a SIGSEGV/SIGBUS during probe_read()
 // jumps back instead of killing the process.
-constinit thread_local sigjmp_buf* probe_jump = nullptr;
+constinit thread_local sigjmp_buf* volatile probe_jump = nullptr;  // volatile: read by the handler
 
 void probe_fault(int) { siglongjmp(*probe_jump, 1); }
 
@@ -75,13 +75,15 @@ bool probe_read(std::uintptr_t lo, std::uintptr_t hi, std::size_t& nonzero) noex
   sigaction(SIGBUS, &fault, &old_bus);
   sigjmp_buf jump;
   bool ok = false;
+  probe_jump = &jump;
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // stored before the reads that may fault
   if (sigsetjmp(jump, 1) == 0) {
-    probe_jump = &jump;
     std::size_t n = 0;
     for (std::uintptr_t a = lo; a < hi; ++a) n += *reinterpret_cast<const volatile std::byte*>(a) != std::byte{0} ? 1 : 0;
     nonzero = n;
     ok = true;
   }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   probe_jump = nullptr;
   sigaction(SIGSEGV, &old_segv, nullptr);
   sigaction(SIGBUS, &old_bus, nullptr);
