@@ -91,6 +91,11 @@ struct child_status {
 /// fork fails.
 child_status run_child(const std::function<int()>& fn, bool allow_core = false, int timeout_seconds = 60);
 
+/// Runs fn in a forked child (as run_child) and brings its result back
+/// through a pipe. A child that dies before reporting gives a FAIL that says
+/// how it died; one that hangs is killed after timeout_seconds.
+result run_child_check(const std::function<result()>& fn, int timeout_seconds = 60);
+
 /// In a forked child: drops CAP_IPC_LOCK from the effective, permitted and
 /// inheritable sets. False on failure.
 bool drop_cap_ipc_lock() noexcept;

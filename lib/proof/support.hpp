@@ -18,11 +18,6 @@ namespace securememory::proof {
 /// SIGKILL after timeout_seconds.
 child_status wait_child(pid_t pid, int timeout_seconds);
 
-/// Runs fn in a forked child (as run_child) and brings its result back
-/// through a pipe. A child that dies before reporting gives a FAIL that says
-/// how it died.
-result run_child_check(const std::function<result()>& fn, int timeout_seconds = 60);
-
 /// The checks, one function each (dumps.cpp, wipe.cpp, checks.cpp).
 result check_core_dumps(const std::string& backend);
 result check_gcore(const std::string& backend);
