@@ -38,15 +38,22 @@
 namespace securememory::proof {
 
 std::string_view sanitizer_limit() {
+  // What these builds change: the sanitizer runtime reserves terabytes of
+  // shadow address space and (ASan) turns core dumps off by default, and the
+  // instrumented code copies memory through the runtime's own routines. A
+  // core of such a build would measure the sanitizer, not the code that
+  // ships, so the plain build runs these proofs.
 #if defined(__SANITIZE_ADDRESS__)
-  return "built with AddressSanitizer: its runtime turns core dumps off and reserves terabytes of shadow memory, "
-         "so a core of this build is neither produced nor meaningful; run a plain build for this proof";
+  return "built with AddressSanitizer: its runtime reserves terabytes of shadow memory, disables core dumps by default "
+         "and copies memory through its own routines, so a core would measure the sanitizer, not the shipped code; the "
+         "plain build runs this proof";
 #elif defined(__SANITIZE_THREAD__)
-  return "built with ThreadSanitizer: its runtime reserves terabytes of shadow memory and copies of memory "
-         "accesses, so a core of this build is neither practical nor meaningful; run a plain build for this proof";
+  return "built with ThreadSanitizer: its runtime reserves terabytes of shadow memory and intercepts memory copies, "
+         "so a core would measure the sanitizer, not the shipped code; the plain build runs this proof";
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-  return "built with a sanitizer runtime that reserves shadow memory: run a plain build for this proof";
+  return "built with a sanitizer runtime: a core would measure the sanitizer, not the shipped code; the plain build "
+         "runs this proof";
 #else
   return "";
 #endif
