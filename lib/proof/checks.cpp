@@ -227,39 +227,16 @@ std::optional<bool> expected_readable_by_root(const std::string& backend) {
 
 result ptrace_visibility(const std::string& backend, std::size_t size) {
   const secret_exchange exchange(size);
-  pipe_pair ready;
-  pipe_pair release;
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
-  if (pid == 0) {
-    ready.close_read();
-    release.close_write();
-    try {
-      auto held = exchange.make_in_child(backend);
-      const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(address_of(held.given));
-      if (!write_all(ready.write_fd, &addr, sizeof addr)) _exit(3);
-      char c;
-      while (::read(release.read_fd, &c, 1) > 0) {
-      }
-    } catch (...) {
-      _exit(2);
-    }
-    _exit(0);
-  }
-  ready.close_write();
-  release.close_read();
-  std::uintptr_t addr = 0;
-  const bool got = read_exact(ready.read_fd, &addr, sizeof addr, 60000);
+  holding_child child(exchange, backend);
   std::string seen;
   bool readable = false;
-  if (got) {
-    const int fd = open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  if (child.ready()) {
+    const int fd = open(("/proc/" + std::to_string(child.pid()) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       seen = "cannot open /proc/PID/mem: " + errno_string(errno);
     } else {
       std::vector<std::byte> buf(size);
-      const ssize_t n = pread(fd, buf.data(), size, static_cast<off_t>(addr));
+      const ssize_t n = pread(fd, buf.data(), size, static_cast<off_t>(child.address()));
       const int err = errno;
       close(fd);
       if (n == static_cast<ssize_t>(size)) {
@@ -273,9 +250,8 @@ result ptrace_visibility(const std::string& backend, std::size_t size) {
       sodium_memzero(buf.data(), buf.size());
     }
   }
-  release.close_write();
-  const auto child = wait_child(pid, 30);
-  if (!got) return result::fail("the child did not get ready (" + child.describe() + ")");
+  const auto end = child.finish();
+  if (!child.ready()) return result::fail("the child did not get ready (" + end.describe() + ")");
   const auto expected = expected_readable_by_root(backend);
   if (!expected) return result::pass(seen + " (no documented expectation for this backend)");
   if (*expected == readable) return result::pass(seen + (readable ? " (expected: mprotect does not stop ptrace)" : " (expected)"));

@@ -406,36 +406,12 @@ result live_gcore(const std::string& backend, std::size_t size, core_scan* scan_
   if (gcore.empty()) return result::skip("gdb's gcore is not installed (apt-get install gdb)");
   const temp_dir dir;
   const secret_exchange exchange(size);
-  pipe_pair ready;
-  pipe_pair release;
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
-  if (pid == 0) {
-    ready.close_read();
-    release.close_write();
-    int code = 0;
-    try {
-      auto held = exchange.make_in_child(backend);
-      const char ok = 1;
-      if (!write_all(ready.write_fd, &ok, 1)) _exit(3);
-      char c;
-      while (::read(release.read_fd, &c, 1) > 0) {
-      }  // until the parent closes its end
-    } catch (...) {
-      code = 2;
-    }
-    _exit(code);
-  }
-  ready.close_write();
-  release.close_read();
-  char ok = 0;
-  const bool is_ready = read_exact(ready.read_fd, &ok, 1, 60000);
+  holding_child child(exchange, backend);
+  const pid_t pid = child.pid();
   child_status snap{};
-  if (is_ready) snap = run_program({gcore, "-o", dir.path() + "/live", std::to_string(pid)}, 180);
-  release.close_write();
-  const auto child = wait_child(pid, 30);
-  if (!is_ready) return result::fail("the child did not get ready: " + exit_meaning(child));
+  if (child.ready()) snap = run_program({gcore, "-o", dir.path() + "/live", std::to_string(pid)}, 180);
+  const auto end = child.finish();
+  if (!child.ready()) return result::fail("the child did not get ready: " + exit_meaning(end));
   const std::string path = dir.path() + "/live." + std::to_string(pid);
   struct stat st{};
   if (!snap.exited || snap.exit_code != 0 || stat(path.c_str(), &st) != 0) {

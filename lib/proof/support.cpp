@@ -209,4 +209,40 @@ piece_set secret_exchange::pieces() const {
   return p;
 }
 
+holding_child::holding_child(const secret_exchange& exchange, const std::string& backend) {
+  std::fflush(nullptr);
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
+  if (pid_ == 0) {
+    ready_.close_read();
+    release_.close_write();
+    try {
+      auto held = exchange.make_in_child(backend);
+      const auto addr = held.given.with_bytes([](std::span<const std::byte> b) { return reinterpret_cast<std::uintptr_t>(b.data()); });
+      if (!write_all(ready_.write_fd, &addr, sizeof addr)) _exit(3);
+      char c;
+      while (::read(release_.read_fd, &c, 1) > 0) {
+      }  // until the parent closes its end
+    } catch (...) {
+      _exit(2);
+    }
+    _exit(0);
+  }
+  ready_.close_write();
+  release_.close_read();
+  if (!read_exact(ready_.read_fd, &address_, sizeof address_, 60000)) address_ = 0;
+}
+
+child_status holding_child::finish() {
+  if (!end_) {
+    release_.close_write();
+    end_ = wait_child(pid_, 30);
+  }
+  return *end_;
+}
+
+holding_child::~holding_child() {
+  if (pid_ > 0) (void)finish();
+}
+
 }  // namespace securememory::proof

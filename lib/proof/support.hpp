@@ -6,7 +6,9 @@
 #include <securememory/secret.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -104,6 +106,31 @@ class secret_exchange {
   [[nodiscard]] std::vector<std::byte> read_back(std::size_t offset) const;
   int fd_ = -1;
   std::size_t size_;
+};
+
+/// A forked child that holds an exchange's two secrets (make_in_child) and
+/// waits until released; the parent learns the address of the secret made
+/// by create(). The destructor releases and reaps it.
+class holding_child {
+ public:
+  holding_child(const secret_exchange& exchange, const std::string& backend);
+  ~holding_child();
+  holding_child(const holding_child&) = delete;
+  holding_child& operator=(const holding_child&) = delete;
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// False when the child failed before holding its secrets.
+  [[nodiscard]] bool ready() const noexcept { return address_ != 0; }
+  [[nodiscard]] std::uintptr_t address() const noexcept { return address_; }
+  /// Lets the child exit and reaps it (once); returns how it ended.
+  child_status finish();
+
+ private:
+  pipe_pair ready_;
+  pipe_pair release_;
+  pid_t pid_ = -1;
+  std::uintptr_t address_ = 0;
+  std::optional<child_status> end_;
 };
 
 }  // namespace securememory::proof
