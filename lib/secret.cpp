@@ -34,6 +34,7 @@
 
 #include "internal.hpp"
 #include "small_mutex.hpp"
+#include "scrub.hpp"
 
 #include <securememory/error.hpp>
 
@@ -428,6 +429,7 @@ Reader Secret::reader() const {
 Reader::Reader(std::shared_ptr<detail::secret_state> s) noexcept : state_(std::move(s)) {}
 
 std::size_t Reader::read(std::span<std::byte> out) {
+  const detail::scrub_on_exit scrub;  // the memcpy's registers and stack (scrub.hpp)
   if (!state_ || state_->is_closed()) throw error(errc::closed, "cannot read a closed secret");
   if (out.empty() || offset_ >= state_->size()) return 0;
   detail::access_scope scope(state_);
@@ -448,6 +450,7 @@ SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) : backend
 std::string_view SecretFactory::backend() const noexcept { return backend_->name(); }
 
 Secret SecretFactory::create(std::span<std::byte> source) const {
+  const detail::scrub_on_exit scrub;  // the copy's registers and stack (scrub.hpp)
   detail::ensure_initialised();
   auto state = std::make_shared<detail::secret_state>(backend_);
   state->populate(
@@ -461,6 +464,7 @@ Secret SecretFactory::create(std::span<std::byte> source) const {
 }
 
 Secret SecretFactory::create_random(std::size_t size) const {
+  const detail::scrub_on_exit scrub;  // the generator's registers and stack (scrub.hpp)
   detail::ensure_initialised();
   auto state = std::make_shared<detail::secret_state>(backend_);
   state->populate(

@@ -23,6 +23,13 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
 
   bool assertionEnded(Catch::AssertionStats const& stats) override {
     const auto& result = stats.assertionResult;
+    if (result.getResultType() == Catch::ResultWas::Warning) {
+      // WARN is how a test says it skipped something (and why): never silent.
+      const std::string message = one_line(result.getMessage());
+      stream << "# WARN: " << message << '\n';
+      if (message.rfind("SKIP", 0) == 0 && skip_reason_.empty()) skip_reason_ = message;
+      return true;
+    }
     if (result.isOk()) return true;
     stream << "# FAILED at " << result.getSourceInfo() << ": " << result.getExpressionInMacro();
     if (result.hasExpandedExpression()) stream << " with expansion " << one_line(result.getExpandedExpression());
@@ -43,7 +50,12 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
   void testCaseEnded(Catch::TestCaseStats const& stats) override {
     ++count_;
     const bool ok = stats.totals.assertions.failed == 0 && !stats.aborting;
-    stream << (ok ? "ok " : "not ok ") << count_ << " - " << stats.testInfo.name << '\n' << std::flush;
+    // A case that skipped and asserted nothing is a TAP SKIP (Meson counts it).
+    const bool skipped = ok && !skip_reason_.empty() && stats.totals.assertions.passed == 0;
+    stream << (ok ? "ok " : "not ok ") << count_ << " - " << stats.testInfo.name;
+    if (skipped) stream << " # SKIP " << skip_reason_.substr(skip_reason_.find_first_not_of("SKIP: "));
+    stream << '\n' << std::flush;
+    skip_reason_.clear();
     StreamingReporterBase::testCaseEnded(stats);
   }
 
@@ -54,6 +66,7 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
 
  private:
   int count_ = 0;
+  std::string skip_reason_;
 };
 
 }  // namespace

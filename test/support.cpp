@@ -1,6 +1,8 @@
 // Test support (see support.hpp).
 #include "support.hpp"
 
+#include "proof/proof.hpp"
+
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -21,48 +23,17 @@ std::string child_result::describe() const {
 }
 
 child_result run_in_child(const std::function<int()>& fn) {
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) FAIL("fork failed");  // no Catch2 macro may run in the child
-  if (pid == 0) {
-    rlimit core{};
-    getrlimit(RLIMIT_CORE, &core);
-    core.rlim_cur = 0;  // no core files from expected crashes
-    setrlimit(RLIMIT_CORE, &core);
-    for (const int sig : {SIGSEGV, SIGBUS, SIGABRT}) std::signal(sig, SIG_DFL);
-    int code = 98;
-    try {
-      code = fn();
-    } catch (const securememory::error& e) {
-      code = exit_code_for(e.code_value());
-    } catch (...) {
-      code = 99;
-    }
-    std::fflush(nullptr);
-    _exit(code);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) FAIL("waitpid failed");
-  }
+  const auto c = securememory::proof::run_child(fn, /*allow_core=*/false, /*timeout_seconds=*/120);
+  if (c.timed_out) FAIL("the child hung and was killed");
   child_result r;
-  r.exited = WIFEXITED(status);
-  r.exit_code = r.exited ? WEXITSTATUS(status) : -1;
-  r.signaled = WIFSIGNALED(status);
-  r.signal = r.signaled ? WTERMSIG(status) : 0;
+  r.exited = c.exited;
+  r.exit_code = c.exit_code;
+  r.signaled = c.signaled;
+  r.signal = c.signal;
   return r;
 }
 
-bool drop_cap_ipc_lock() {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &header, data) != 0) return false;
-  const auto bit = 1U << CAP_IPC_LOCK;  // CAP_IPC_LOCK (14) is in the first word
-  data[0].effective &= ~bit;
-  data[0].permitted &= ~bit;
-  data[0].inheritable &= ~bit;
-  return syscall(SYS_capset, &header, data) == 0;
-}
+bool drop_cap_ipc_lock() { return securememory::proof::drop_cap_ipc_lock(); }
 
 fault_injector::fault_injector(securememory::detail::os::call target, int err, int skip, int times)
     : target_(target), err_(err), skip_(skip), times_(times) {

@@ -7,6 +7,7 @@
 
 #include <securememory/backend.hpp>
 #include <securememory/error.hpp>
+#include <securememory/harden.hpp>
 #include <securememory/log.hpp>
 #include <securememory/metrics.hpp>
 #include <securememory/page_cache.hpp>

@@ -26,6 +26,8 @@ enum class call : unsigned char {
   memfd_secret,
   ftruncate,
   close,
+  setrlimit,
+  prctl,
   count_,
 };
 
@@ -61,6 +63,22 @@ int truncate_fd(int fd, std::size_t length) noexcept;
 void* map_shared(int fd, std::size_t length) noexcept;
 /// close(fd).
 int close_fd(int fd) noexcept;
+/// Called by unmap() with the range right before it is unmapped (after the
+/// fault hook let the call through). Tests and securememory-audit use it to
+/// inspect what the pages hold at the moment they are given back. It may be
+/// called from any thread and must not unmap memory itself.
+using unmap_observer = void (*)(void* addr, std::size_t length, void* context) noexcept;
+
+/// Installs an observer (nullptr removes it). Not for production use.
+void set_unmap_observer(unmap_observer observer, void* context) noexcept;
+
+/// getrlimit(resource); 0 or -1 and errno. Not fault-injected (it cannot
+/// change anything).
+int get_limit(int resource, rlimit& out) noexcept;
+/// setrlimit(resource, value); 0 or -1 and errno.
+int set_limit(int resource, const rlimit& value) noexcept;
+/// prctl(option, arg2, 0, 0, 0); returns like prctl.
+int process_control(int option, unsigned long arg2) noexcept;
 
 /// getrlimit(RLIMIT_MEMLOCK); false if it failed.
 bool memlock_limit(rlimit& out) noexcept;

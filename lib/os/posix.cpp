@@ -11,6 +11,8 @@
 #include <cstring>
 #include <string_view>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -22,6 +24,8 @@ namespace {
 // (tests do): the hook and its context are two separate atomics.
 constinit std::atomic<fault_hook> current_hook{nullptr};
 constinit std::atomic<void*> current_context{nullptr};
+constinit std::atomic<unmap_observer> current_observer{nullptr};
+constinit std::atomic<void*> observer_context{nullptr};
 
 // Returns true (errno set) when the hook says this call must fail.
 bool injected(call c) noexcept {
@@ -46,6 +50,8 @@ const char* call_name(call c) noexcept {
     case call::memfd_secret: return "memfd_secret";
     case call::ftruncate: return "ftruncate";
     case call::close: return "close";
+    case call::setrlimit: return "setrlimit";
+    case call::prctl: return "prctl";
     case call::count_: break;
   }
   return "?";
@@ -55,6 +61,12 @@ void set_fault_hook(fault_hook hook, void* context) noexcept {
   current_hook.store(nullptr, std::memory_order_release);
   current_context.store(context, std::memory_order_release);
   current_hook.store(hook, std::memory_order_release);
+}
+
+void set_unmap_observer(unmap_observer observer, void* context) noexcept {
+  current_observer.store(nullptr, std::memory_order_release);
+  observer_context.store(context, std::memory_order_release);
+  current_observer.store(observer, std::memory_order_release);
 }
 
 std::size_t page_size() noexcept {
@@ -73,6 +85,8 @@ void* map_anonymous(std::size_t length) noexcept {
 
 int unmap(void* addr, std::size_t length) noexcept {
   if (injected(call::munmap)) return -1;
+  const unmap_observer observer = current_observer.load(std::memory_order_acquire);
+  if (observer != nullptr) observer(addr, length, observer_context.load(std::memory_order_acquire));
   return ::munmap(addr, length);
 }
 
@@ -128,6 +142,20 @@ void* map_shared(int fd, std::size_t length) noexcept {
 int close_fd(int fd) noexcept {
   if (injected(call::close)) return -1;
   return ::close(fd);
+}
+
+int get_limit(int resource, rlimit& out) noexcept {
+  return ::getrlimit(static_cast<__rlimit_resource>(resource), &out);
+}
+
+int set_limit(int resource, const rlimit& value) noexcept {
+  if (injected(call::setrlimit)) return -1;
+  return ::setrlimit(static_cast<__rlimit_resource>(resource), &value);
+}
+
+int process_control(int option, unsigned long arg2) noexcept {
+  if (injected(call::prctl)) return -1;
+  return ::prctl(option, arg2, 0UL, 0UL, 0UL);
 }
 
 bool memlock_limit(rlimit& out) noexcept { return ::getrlimit(RLIMIT_MEMLOCK, &out) == 0; }

@@ -1,0 +1,449 @@
+// securememory proof: core dumps (the kernel's and gdb's gcore), scanned for
+// the secret's bytes.
+//
+// Theory of operation. A child learns its secrets through secret_exchange
+// (support.hpp), so the parent knows every byte without either process
+// holding a copy at fork time. The child raises its own RLIMIT_CORE to the
+// hard limit (process-wide dump disabling stays OFF: only the per-region
+// exclusion is under test), runs in a fresh temporary directory (the cwd the
+// kernel writes `core` / `core.PID` into), and aborts idle, from inside
+// with_bytes, or after close. The parent checks that the file is an ELF core
+// whose NT_PRSTATUS names that child, then counts occurrences of the
+// secrets' 8-byte pieces in the memory segments (PT_LOAD), in the notes
+// (PT_NOTE: saved registers, including the vector registers) and elsewhere.
+// Pass: zero in memory. Note hits are reported (and asserted by the tests
+// for the states where no access is in progress).
+#include "proof/proof.hpp"
+#include "proof/support.hpp"
+
+#include <securememory/error.hpp>
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <elf.h>
+#include <fcntl.h>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <sys/mman.h>
+#include <sys/procfs.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace securememory::proof {
+
+std::string_view sanitizer_limit() {
+  // What these builds change: the sanitizer runtime reserves terabytes of
+  // shadow address space and (ASan) turns core dumps off by default, and the
+  // instrumented code copies memory through the runtime's own routines. A
+  // core of such a build would measure the sanitizer, not the code that
+  // ships, so the plain build runs these proofs.
+#if defined(__SANITIZE_ADDRESS__)
+  return "built with AddressSanitizer: its runtime reserves terabytes of shadow memory, disables core dumps by default "
+         "and copies memory through its own routines, so a core would measure the sanitizer, not the shipped code; the "
+         "plain build runs this proof";
+#elif defined(__SANITIZE_THREAD__)
+  return "built with ThreadSanitizer: its runtime reserves terabytes of shadow memory and intercepts memory copies, "
+         "so a core would measure the sanitizer, not the shipped code; the plain build runs this proof";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  return "built with a sanitizer runtime: a core would measure the sanitizer, not the shipped code; the plain build "
+         "runs this proof";
+#else
+  return "";
+#endif
+#else
+  return "";
+#endif
+}
+
+// ---- piece_set ------------------------------------------------------------------------
+
+namespace {
+constexpr unsigned filter_bits_log2 = 22;
+inline std::uint64_t filter_slot(std::uint64_t v) noexcept { return (v * 0x9E3779B97F4A7C15ULL) >> (64U - filter_bits_log2); }
+}  // namespace
+
+void piece_set::add(std::span<const std::byte> secret) {
+  if (filter_.empty()) filter_.assign((std::size_t{1} << filter_bits_log2) / 64, 0);
+  for (std::size_t i = 0; i + 8 <= secret.size(); i += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, secret.data() + i, 8);
+    const std::uint64_t first = v & 0xFFU;
+    if (v == first * 0x0101010101010101ULL) continue;  // one repeated byte: would match padding
+    sorted_.push_back(v);
+    const auto slot = filter_slot(v);
+    filter_[slot / 64] |= std::uint64_t{1} << (slot % 64);
+  }
+  std::sort(sorted_.begin(), sorted_.end());
+  sorted_.erase(std::unique(sorted_.begin(), sorted_.end()), sorted_.end());
+}
+
+std::size_t piece_set::count_in(std::span<const std::byte> hay, std::vector<std::size_t>* offsets) const {
+  if (sorted_.empty() || hay.size() < 8) return 0;
+  std::size_t hits = 0;
+  const std::byte* p = hay.data();
+  const std::byte* end = hay.data() + hay.size() - 8;
+  for (; p <= end; ++p) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    const auto slot = filter_slot(v);
+    if ((filter_[slot / 64] >> (slot % 64) & 1U) == 0) continue;
+    if (std::binary_search(sorted_.begin(), sorted_.end(), v)) {
+      ++hits;
+      if (offsets != nullptr && offsets->size() < 8) offsets->push_back(static_cast<std::size_t>(p - hay.data()));
+    }
+  }
+  return hits;
+}
+
+// ---- ELF core scanning ----------------------------------------------------------------
+
+namespace {
+
+// A read-only mapping of a whole file (not the heap: a parent that read
+// cores into its heap would hand that memory to every later child).
+struct mapped_file {
+  const std::byte* data = nullptr;
+  std::size_t size = 0;
+  explicit mapped_file(const std::string& path) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st{};
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+      void* p = mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p != MAP_FAILED) {
+        data = static_cast<const std::byte*>(p);
+        size = static_cast<std::size_t>(st.st_size);
+      }
+    }
+    close(fd);
+  }
+  ~mapped_file() {
+    if (data != nullptr) munmap(const_cast<std::byte*>(data), size);
+  }
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+};
+
+}  // namespace
+
+core_scan scan_core_file(const std::string& path, const piece_set& pieces) {
+  core_scan s;
+  const mapped_file file(path);
+  if (file.data == nullptr) {
+    s.error = "cannot map " + path;
+    return s;
+  }
+  s.file_bytes = file.size;
+  Elf64_Ehdr eh{};
+  if (file.size < sizeof eh) {
+    s.error = "file too short for an ELF header";
+    return s;
+  }
+  std::memcpy(&eh, file.data, sizeof eh);
+  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_type != ET_CORE ||
+      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phoff + std::size_t{eh.e_phnum} * sizeof(Elf64_Phdr) > file.size) {
+    s.error = "not a 64-bit ELF core file";
+    return s;
+  }
+  s.is_core = true;
+  const std::span<const std::byte> all(file.data, file.size);
+  std::size_t in_load = 0;
+  std::size_t in_note = 0;
+  bool have_status = false;
+  for (std::size_t i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    std::memcpy(&ph, file.data + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if (ph.p_offset > file.size) continue;
+    const std::size_t len = std::min<std::size_t>(ph.p_filesz, file.size - ph.p_offset);
+    const auto data = all.subspan(ph.p_offset, len);
+    if (ph.p_type == PT_LOAD) {
+      ++s.load_segments;
+      std::vector<std::size_t> offsets;
+      in_load += pieces.count_in(data, &offsets);
+      for (const auto o : offsets) {
+        if (s.memory_hit_addresses.size() < 8) s.memory_hit_addresses.push_back(ph.p_vaddr + o);
+      }
+    } else if (ph.p_type == PT_NOTE) {
+      in_note += pieces.count_in(data);
+      // Notes: namesz, descsz, type, name (4-aligned), desc (4-aligned).
+      for (std::size_t off = 0; off + sizeof(Elf64_Nhdr) <= data.size();) {
+        Elf64_Nhdr nh{};
+        std::memcpy(&nh, data.data() + off, sizeof nh);
+        const std::size_t name_at = off + sizeof nh;
+        const std::size_t desc_at = name_at + ((nh.n_namesz + 3U) & ~3U);
+        if (desc_at + nh.n_descsz > data.size()) break;
+        if (!have_status && nh.n_type == NT_PRSTATUS && nh.n_descsz >= sizeof(prstatus_t)) {
+          prstatus_t st{};
+          std::memcpy(&st, data.data() + desc_at, sizeof st);
+          s.pid = st.pr_pid;
+          s.signal = st.pr_cursig;
+          have_status = true;
+        }
+        off = desc_at + ((nh.n_descsz + 3U) & ~3U);
+      }
+    }
+  }
+  s.memory_hits = in_load;
+  s.note_hits = in_note;
+  const std::size_t total = pieces.count_in(all);
+  s.other_hits = total > in_load + in_note ? total - in_load - in_note : 0;
+  if (!have_status) s.error = "the core has no NT_PRSTATUS note";
+  return s;
+}
+
+const char* core_state_name(core_state s) noexcept {
+  switch (s) {
+    case core_state::idle: return "idle";
+    case core_state::inside_with_bytes: return "inside with_bytes";
+    case core_state::after_close: return "after close";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string mib(std::size_t bytes) {
+  return std::to_string(bytes / (1024 * 1024)) + "." + std::to_string(bytes % (1024 * 1024) * 10 / (1024 * 1024)) + " MiB";
+}
+
+// "0x7ffd...([stack])" for the first hit addresses, named by the mapping
+// that holds them in this process (children share the parent's layout).
+std::string where(const std::vector<std::uint64_t>& addresses) {
+  std::string out;
+  for (const auto a : addresses) {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    std::string name = "unmapped here";
+    while (std::getline(maps, line)) {
+      const auto dash = line.find('-');
+      const auto space = line.find(' ');
+      if (dash == std::string::npos || space == std::string::npos) continue;
+      const auto lo = std::stoull(line.substr(0, dash), nullptr, 16);
+      const auto hi = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+      if (a < lo || a >= hi) continue;
+      const auto slash = line.find_first_of("/[");
+      name = slash == std::string::npos ? "anonymous" : line.substr(slash);
+      break;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(a));
+    out += (out.empty() ? "" : " ") + std::string(buf) + " (" + name + ")";
+  }
+  return out;
+}
+
+std::string hits_text(const core_scan& s) {
+  std::string t = std::to_string(s.memory_hits) + " pieces in memory segments, " + std::to_string(s.note_hits) +
+                  " in notes (saved registers)";
+  if (s.other_hits != 0) t += ", " + std::to_string(s.other_hits) + " elsewhere";
+  if (!s.memory_hit_addresses.empty()) t += ", in memory at " + where(s.memory_hit_addresses);
+  return t + " (core " + mib(s.file_bytes) + ", " + std::to_string(s.load_segments) + " segments)";
+}
+
+// The file name the kernel gives a core of `pid` dumped in its cwd, or ""
+// with *why set when core_pattern cannot be predicted or is not a file in
+// the cwd.
+std::string core_file_name(pid_t pid, std::string* why) {
+  const std::string pattern = first_line("/proc/sys/kernel/core_pattern");
+  if (pattern.empty()) {
+    *why = "cannot read /proc/sys/kernel/core_pattern";
+    return "";
+  }
+  if (pattern[0] == '|') {
+    *why = "core_pattern pipes cores to a program (\"" + pattern.substr(0, 60) +
+           "\"): the kernel writes no file this check can find; set kernel.core_pattern=core to run it";
+    return "";
+  }
+  if (pattern.find('/') != std::string::npos) {
+    *why = "core_pattern writes to a path (\"" + pattern.substr(0, 60) +
+           "\"), not the crashing process's cwd; set kernel.core_pattern=core to run this check";
+    return "";
+  }
+  std::string name;
+  bool has_pid = false;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '%') {
+      name += pattern[i];
+      continue;
+    }
+    if (i + 1 >= pattern.size()) break;
+    const char spec = pattern[++i];
+    if (spec == '%') {
+      name += '%';
+    } else if (spec == 'p' || spec == 'P') {
+      name += std::to_string(pid);
+      has_pid = true;
+    } else {
+      *why = std::string("core_pattern uses %") + spec + ", which this check does not expand; set kernel.core_pattern=core";
+      return "";
+    }
+  }
+  if (!has_pid && first_line("/proc/sys/kernel/core_uses_pid") == "1") name += "." + std::to_string(pid);
+  return name;
+}
+
+// Host-level reasons a child cannot dump core into a file in its cwd.
+std::string core_dump_limit() {
+  if (const auto s = sanitizer_limit(); !s.empty()) return std::string(s);
+  std::string why;
+  (void)core_file_name(1, &why);
+  if (!why.empty()) return why;
+  rlimit core{};
+  getrlimit(RLIMIT_CORE, &core);
+  if (core.rlim_max != RLIM_INFINITY && core.rlim_max < (rlim_t{64} << 20U)) {
+    return "RLIMIT_CORE's hard limit is " + std::to_string(core.rlim_max) +
+           " bytes: a child cannot raise it far enough to dump core (raise the hard limit, e.g. ulimit -Hc unlimited)";
+  }
+  return "";
+}
+
+std::string exit_meaning(const child_status& c) {
+  if (c.exited && c.exit_code >= 100) {
+    return c.describe() + " (securememory::error " + make_error_code(static_cast<errc>(c.exit_code - 100)).message() + ")";
+  }
+  if (c.exited && c.exit_code == 99) return c.describe() + " (an exception other than securememory::error)";
+  return c.describe();
+}
+
+}  // namespace
+
+result kernel_core_dump(const std::string& backend, std::size_t size, core_state state, core_scan* scan_out) {
+  if (const auto why = core_dump_limit(); !why.empty()) return result::skip(why);
+  const temp_dir dir;
+  const secret_exchange exchange(size);
+  const std::string& cwd = dir.path();
+  const auto child = run_child(
+      [&]() -> int {
+        if (chdir(cwd.c_str()) != 0) return 2;
+        auto held = exchange.make_in_child(backend);
+        switch (state) {
+          case core_state::idle: std::abort();
+          case core_state::inside_with_bytes:
+            held.given.with_bytes([&](std::span<const std::byte>) {
+              held.random.with_bytes([](std::span<const std::byte>) { std::abort(); });
+            });
+            return 3;
+          case core_state::after_close:
+            held.given.close();
+            held.random.close();
+            std::abort();
+        }
+        return 4;
+      },
+      /*allow_core=*/true);
+  if (!child.signaled || child.signal != SIGABRT) {
+    return result::fail("the child did not abort as planned: " + exit_meaning(child));
+  }
+  std::string why;
+  const std::string path = cwd + "/" + core_file_name(child.pid, &why);
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) {
+    return result::fail("no core file was written (" + child.describe() + ", looked for " + path +
+                        "): this host did not dump core although core_pattern and RLIMIT_CORE allow it");
+  }
+  const core_scan scan = scan_core_file(path, exchange.pieces());
+  unlink(path.c_str());
+  if (scan_out != nullptr) *scan_out = scan;
+  if (!scan.is_core || !scan.error.empty()) return result::fail("core file unusable: " + scan.error);
+  if (scan.pid != child.pid || scan.signal != SIGABRT) {
+    return result::fail("the core is not this child's SIGABRT core (pid " + std::to_string(scan.pid) + ", signal " +
+                        std::to_string(scan.signal) + ")");
+  }
+  const std::string text = hits_text(scan);
+  if (scan.memory_hits != 0 || scan.other_hits != 0) return result::fail("secret bytes in the core: " + text);
+  return result::pass(text);
+}
+
+namespace {
+
+std::string find_in_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+  for (std::size_t start = 0; start <= dirs.size();) {
+    const std::size_t end = std::min(dirs.find(':', start), dirs.size());
+    const std::string candidate = dirs.substr(start, end - start) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  return "";
+}
+
+// Runs argv with stdin/stdout/stderr on /dev/null; returns its status.
+child_status run_program(const std::vector<std::string>& argv, int timeout_seconds) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
+  if (pid == 0) {
+    const int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return wait_child(pid, timeout_seconds);
+}
+
+}  // namespace
+
+std::string gcore_path() { return find_in_path("gcore"); }
+
+result live_gcore(const std::string& backend, std::size_t size, core_scan* scan_out) {
+  if (const auto s = sanitizer_limit(); !s.empty()) return result::skip(std::string(s));
+  const std::string gcore = gcore_path();
+  if (gcore.empty()) return result::skip("gdb's gcore is not installed (apt-get install gdb)");
+  const temp_dir dir;
+  const secret_exchange exchange(size);
+  holding_child child(exchange, backend);
+  const pid_t pid = child.pid();
+  child_status snap{};
+  if (child.ready()) snap = run_program({gcore, "-o", dir.path() + "/live", std::to_string(pid)}, 180);
+  const auto end = child.finish();
+  if (!child.ready()) return result::fail("the child did not get ready: " + exit_meaning(end));
+  const std::string path = dir.path() + "/live." + std::to_string(pid);
+  struct stat st{};
+  if (!snap.exited || snap.exit_code != 0 || stat(path.c_str(), &st) != 0) {
+    return result::fail("gcore did not produce a core (" + snap.describe() + ")");
+  }
+  const core_scan scan = scan_core_file(path, exchange.pieces());
+  unlink(path.c_str());
+  if (scan_out != nullptr) *scan_out = scan;
+  if (!scan.is_core || !scan.error.empty()) return result::fail("core file unusable: " + scan.error);
+  if (scan.pid != pid) return result::fail("the core is not this child's (pid " + std::to_string(scan.pid) + ")");
+  const std::string text = hits_text(scan);
+  if (scan.memory_hits != 0 || scan.other_hits != 0) return result::fail("secret bytes in the snapshot: " + text);
+  return result::pass(text);
+}
+
+result check_core_dumps(const std::string& backend) {
+  std::vector<std::pair<std::string, result>> parts;
+  if (const auto why = core_dump_limit(); !why.empty()) return result::skip(why);
+  for (const std::size_t size : secret_sizes()) {
+    for (const auto state : {core_state::idle, core_state::inside_with_bytes, core_state::after_close}) {
+      parts.emplace_back(size_label(size) + " " + core_state_name(state), kernel_core_dump(backend, size, state));
+    }
+  }
+  return combine(parts);
+}
+
+result check_gcore(const std::string& backend) {
+  if (const auto s = sanitizer_limit(); !s.empty()) return result::skip(std::string(s));
+  if (gcore_path().empty()) return result::skip("gdb's gcore is not installed (apt-get install gdb)");
+  std::vector<std::pair<std::string, result>> parts;
+  for (const std::size_t size : secret_sizes()) parts.emplace_back(size_label(size), live_gcore(backend, size));
+  return combine(parts);
+}
+
+}  // namespace securememory::proof

@@ -1,0 +1,248 @@
+// securememory proof: small helpers (temporary directories, pipes, the
+// memfd secret exchange). See support.hpp.
+//
+// Theory of operation: the secret exchange keeps the parent's knowledge of
+// the secret outside both processes' memory while the child lives: bytes
+// sit in a memfd's page cache; user space only holds them in buffers that
+// are filled and emptied by the kernel (getrandom, pread, pwrite) and wiped
+// with sodium_memzero, so no register or stack copy is made by this harness
+// that could be mistaken for one made by the library.
+#include "proof/support.hpp"
+
+#include <securememory/registry.hpp>
+
+#include <sodium.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <stdexcept>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+namespace securememory::proof {
+
+std::string errno_string(int err) {
+  const char* name = strerrorname_np(err);
+  const char* desc = strerrordesc_np(err);
+  return std::string(name != nullptr ? name : "errno " + std::to_string(err)) + " (" +
+         (desc != nullptr ? desc : "unknown") + ")";
+}
+
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return "";
+  return line;
+}
+
+std::string size_label(std::size_t size) {
+  if (size >= (std::size_t{1} << 20U) && size % (std::size_t{1} << 20U) == 0) return std::to_string(size >> 20U) + " MiB";
+  return std::to_string(size) + " B";
+}
+
+temp_dir::temp_dir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string templ = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/securememory-proof-XXXXXX";
+  if (mkdtemp(templ.data()) == nullptr) {
+    throw std::runtime_error("cannot create a temporary directory in " + templ + ": " + errno_string(errno));
+  }
+  path_ = templ;
+}
+
+temp_dir::~temp_dir() {
+  if (DIR* d = opendir(path_.c_str())) {
+    while (const dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") unlink((path_ + "/" + n).c_str());
+    }
+    closedir(d);
+  }
+  rmdir(path_.c_str());
+}
+
+pipe_pair::pipe_pair() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed: " + errno_string(errno));
+  read_fd = fds[0];
+  write_fd = fds[1];
+}
+pipe_pair::~pipe_pair() {
+  close_read();
+  close_write();
+}
+void pipe_pair::close_read() noexcept {
+  if (read_fd >= 0) ::close(read_fd);
+  read_fd = -1;
+}
+void pipe_pair::close_write() noexcept {
+  if (write_fd >= 0) ::close(write_fd);
+  write_fd = -1;
+}
+
+bool write_all(int fd, const void* buf, std::size_t len) noexcept {
+  const auto* p = static_cast<const char*>(buf);
+  while (len > 0) {
+    const ssize_t n = ::write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    len -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool read_exact(int fd, void* buf, std::size_t len, int timeout_ms) noexcept {
+  auto* p = static_cast<char*>(buf);
+  while (len > 0) {
+    pollfd pfd{fd, POLLIN, 0};
+    const int ready = poll(&pfd, 1, timeout_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return false;
+    const ssize_t n = ::read(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    len -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+namespace {
+
+bool pread_all(int fd, std::byte* buf, std::size_t len, off_t offset) noexcept {
+  while (len > 0) {
+    const ssize_t n = ::pread(fd, buf, len, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    buf += n;
+    len -= static_cast<std::size_t>(n);
+    offset += n;
+  }
+  return true;
+}
+
+bool pwrite_all(int fd, const std::byte* buf, std::size_t len, off_t offset) noexcept {
+  while (len > 0) {
+    const ssize_t n = ::pwrite(fd, buf, len, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    buf += n;
+    len -= static_cast<std::size_t>(n);
+    offset += n;
+  }
+  return true;
+}
+
+// Reads the whole secret through a Reader in odd-sized chunks, then wipes
+// the chunk buffer; true when the byte count matches.
+bool read_through(const Secret& s) {
+  std::vector<std::byte> chunk(4093);
+  auto reader = s.reader();
+  std::size_t total = 0;
+  for (std::size_t n = 0; (n = reader.read(chunk)) != 0;) total += n;
+  sodium_memzero(chunk.data(), chunk.size());
+  return total == s.size();
+}
+
+}  // namespace
+
+secret_exchange::secret_exchange(std::size_t size) : size_(size) {
+  fd_ = memfd_create("securememory-proof", MFD_CLOEXEC);
+  if (fd_ < 0) throw std::runtime_error("memfd_create failed: " + errno_string(errno));
+  std::vector<std::byte> buf(size);
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = getrandom(buf.data() + done, size - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error("getrandom failed: " + errno_string(errno));
+    done += static_cast<std::size_t>(n);
+  }
+  const bool ok = pwrite_all(fd_, buf.data(), size, 0);
+  sodium_memzero(buf.data(), buf.size());
+  if (!ok) throw std::runtime_error("cannot write to the memfd: " + errno_string(errno));
+}
+
+secret_exchange::~secret_exchange() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+secret_exchange::held secret_exchange::make_in_child(const std::string& backend) const {
+  auto factory = make_factory(backend);
+  held h;
+  {
+    std::vector<std::byte> source(size_);
+    if (!pread_all(fd_, source.data(), size_, 0)) throw std::runtime_error("cannot read the memfd");
+    h.given = factory.create(source);  // wipes source
+  }
+  h.random = factory.create_random(size_);
+  const bool written = h.random.with_bytes([this](std::span<const std::byte> b) {
+    return pwrite_all(fd_, b.data(), b.size(), static_cast<off_t>(size_));
+  });
+  if (!written) throw std::runtime_error("cannot write to the memfd");
+  if (!read_through(h.given) || !read_through(h.random)) throw std::runtime_error("a Reader returned a wrong count");
+  return h;
+}
+
+std::vector<std::byte> secret_exchange::read_back(std::size_t offset) const {
+  std::vector<std::byte> out(size_);
+  if (!pread_all(fd_, out.data(), size_, static_cast<off_t>(offset))) {
+    throw std::runtime_error("cannot read the secret's bytes back from the memfd");
+  }
+  return out;
+}
+
+std::vector<std::byte> secret_exchange::given_bytes() const { return read_back(0); }
+
+piece_set secret_exchange::pieces() const {
+  piece_set p;
+  for (const std::size_t offset : {std::size_t{0}, size_}) {
+    auto bytes = read_back(offset);
+    p.add(bytes);
+    sodium_memzero(bytes.data(), bytes.size());
+  }
+  return p;
+}
+
+holding_child::holding_child(const secret_exchange& exchange, const std::string& backend) {
+  std::fflush(nullptr);
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
+  if (pid_ == 0) {
+    ready_.close_read();
+    release_.close_write();
+    try {
+      auto held = exchange.make_in_child(backend);
+      const auto addr = held.given.with_bytes([](std::span<const std::byte> b) { return reinterpret_cast<std::uintptr_t>(b.data()); });
+      if (!write_all(ready_.write_fd, &addr, sizeof addr)) _exit(3);
+      char c;
+      while (::read(release_.read_fd, &c, 1) > 0) {
+      }  // until the parent closes its end
+    } catch (...) {
+      _exit(2);
+    }
+    _exit(0);
+  }
+  ready_.close_write();
+  release_.close_read();
+  if (!read_exact(ready_.read_fd, &address_, sizeof address_, 60000)) address_ = 0;
+}
+
+child_status holding_child::finish() {
+  if (!end_) {
+    release_.close_write();
+    end_ = wait_child(pid_, 30);
+  }
+  return *end_;
+}
+
+holding_child::~holding_child() {
+  if (pid_ > 0) (void)finish();
+}
+
+}  // namespace securememory::proof
