@@ -7,6 +7,7 @@
 #include "internal.hpp"
 #include "os/os.hpp"
 
+#include <array>
 #include <cstdint>
 #include <limits>
 
@@ -50,8 +51,8 @@ error::error(errc e, const std::string& what, int sys_errno)
 namespace detail {
 
 void throw_os_error(errc e, const char* what, const char* call, int err, const std::string& hint) {
-  char buf[128];
-  std::string msg = fmt::format("{}: {} failed: {}", what, call, os::errno_text(err, buf, sizeof buf));
+  std::array<char, 128> buf{};
+  std::string msg = fmt::format("{}: {} failed: {}", what, call, os::errno_text(err, buf.data(), buf.size()));
   if (!hint.empty()) msg += ". " + hint;
   throw error(e, msg, err);
 }

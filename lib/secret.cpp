@@ -105,10 +105,10 @@ class secret_state {
     count_created(region_.locked);
   }
 
-  std::span<const std::byte> bytes() const noexcept { return {region_.data, region_.size}; }
-  std::size_t size() const noexcept { return region_.size; }
-  std::string_view backend_name() const noexcept { return backend_->name(); }
-  bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {region_.data, region_.size}; }
+  [[nodiscard]] std::size_t size() const noexcept { return region_.size; }
+  [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
+  [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
 
   void begin_access() {
     std::unique_lock lock(mutex_);
@@ -245,16 +245,19 @@ bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
 
 // --- access_scope ---------------------------------------------------------
 
-access_scope::access_scope(const std::shared_ptr<secret_state>& state) : state_(state), outer_(innermost) {
+access_scope::access_scope(std::shared_ptr<secret_state> state) : state_(std::move(state)), outer_(innermost) {
   if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->begin_access();
   innermost = this;
 }
 
 access_scope::~access_scope() {
-  if (!done_) {
-    innermost = outer_;
-    state_->end_access(false);
+  if (done_) return;
+  innermost = outer_;
+  try {
+    state_->end_access(false);  // logs a failed re-protection itself
+  } catch (...) {
+    log_error("ending an access to a secret failed");  // only a failing mutex or allocation gets here
   }
 }
 

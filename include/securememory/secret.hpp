@@ -21,7 +21,7 @@ class secret_state;
 /// the access state machine). Used by Secret::with_bytes; not for direct use.
 class SECUREMEMORY_API access_scope {
  public:
-  explicit access_scope(const std::shared_ptr<secret_state>& state);  // throws error(closed / protection_failed)
+  explicit access_scope(std::shared_ptr<secret_state> state);  // throws error(closed / protection_failed)
   access_scope(const access_scope&) = delete;
   access_scope& operator=(const access_scope&) = delete;
   ~access_scope();  // re-protects if finish() was not reached; never throws
