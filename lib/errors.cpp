@@ -7,6 +7,8 @@
 #include "internal.hpp"
 #include "os/os.hpp"
 
+#include <securememory/secret.hpp>
+
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -55,6 +57,10 @@ void throw_os_error(errc e, const char* what, const char* call, int err, const s
   std::string msg = fmt::format("{}: {} failed: {}", what, call, os::errno_text(err, buf.data(), buf.size()));
   if (!hint.empty()) msg += ". " + hint;
   throw error(e, msg, err);
+}
+
+void throw_null_callback() {
+  throw error(errc::invalid_argument, "with_bytes: the callback is null; pass a function to call with the bytes");
 }
 
 std::size_t round_to_pages(std::size_t size, std::size_t extra) {

@@ -4,6 +4,7 @@
 #include <securememory/securememory.hpp>
 
 #include "os/os.hpp"
+#include "proc-status.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -119,6 +120,22 @@ struct mapping_info {
 
 /// The mapping of /proc/self/smaps that contains addr, if any.
 std::optional<mapping_info> find_mapping(const void* addr);
+
+// ---- a user backend -----------------------------------------------------------
+
+/// A user backend on plain heap memory ("test-heap"): no locking, no
+/// protection. Counts what the state machine asks of it.
+class heap_backend final : public securememory::backend {
+ public:
+  [[nodiscard]] std::string_view name() const noexcept override { return "test-heap"; }
+  [[nodiscard]] securememory::region allocate(std::size_t size) override;
+  void protect(securememory::region& r, securememory::access a) override;
+  void release(securememory::region& r) override;
+  int allocations = 0;
+  int protects = 0;
+  int releases = 0;
+  securememory::access last_access = securememory::access::read_write;
+};
 
 // ---- misc -------------------------------------------------------------------
 

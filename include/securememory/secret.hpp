@@ -17,6 +17,17 @@ namespace securememory {
 namespace detail {
 class secret_state;
 
+/// Callables that can be null: function pointers and std::function.
+template <class T>
+struct is_std_function : std::false_type {};
+template <class R, class... A>
+struct is_std_function<std::function<R(A...)>> : std::true_type {};
+template <class T>
+inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_function<T>::value;
+
+/// Throws error(invalid_argument) for a null with_bytes callback.
+[[noreturn]] SECUREMEMORY_API void throw_null_callback();
+
 /// Keeps one secret readable for the lifetime of the object (one "reader" of
 /// the access state machine). Used by Secret::with_bytes; not for direct use.
 class SECUREMEMORY_API access_scope {
@@ -64,10 +75,14 @@ class SECUREMEMORY_API Secret {
   /// one opening; fn runs with no library lock held. An exception from fn
   /// propagates after the memory is no-access again.
   /// Throws error(closed) after close, error(protection_failed) if the pages
-  /// cannot be opened or re-protected.
+  /// cannot be opened or re-protected, error(invalid_argument) for a null
+  /// function pointer or empty std::function (before anything is opened).
   template <class F>
   std::invoke_result_t<F&, std::span<const std::byte>> with_bytes(F&& fn) const {
     using result = std::invoke_result_t<F&, std::span<const std::byte>>;
+    if constexpr (detail::nullable_callable_v<std::remove_cvref_t<F>>) {
+      if (fn == nullptr) detail::throw_null_callback();
+    }
     detail::access_scope scope(state_);
     if constexpr (std::is_void_v<result>) {
       std::invoke(fn, scope.bytes());

@@ -36,6 +36,7 @@
 // A violated invariant prints which one (never secret bytes) and aborts.
 #include <securememory/securememory.hpp>
 
+#include "../proc-status.hpp"
 #include "os/os.hpp"
 
 #include <spdlog/logger.h>
@@ -48,7 +49,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -269,14 +269,7 @@ outcome attempt(F&& f) {
 template <class S>
 concept has_verify = requires(const S& s) { s.verify(); };
 
-long vm_locked_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmLck:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
+long vm_locked_kb() { return test::proc_status_kb("VmLck"); }
 
 class run {
  public:
