@@ -102,11 +102,12 @@ class secret_state {
       }
       throw;
     }
+    size_ = size;
     count_created(region_.locked);
   }
 
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {region_.data, region_.size}; }
-  [[nodiscard]] std::size_t size() const noexcept { return region_.size; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
   [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
 
@@ -226,6 +227,9 @@ class secret_state {
 
   std::shared_ptr<backend> backend_;
   region region_{};
+  // The size, fixed before the state is shared: size() reads it without the
+  // lock, while close() may be resetting region_ (a data race TSan found).
+  std::size_t size_ = 0;
   std::uint64_t generation_;
   std::mutex mutex_;
   std::condition_variable idle_;

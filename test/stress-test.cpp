@@ -289,3 +289,29 @@ SM_TEST("stress: 4 threads of create/access/read/close on shared and private sec
                   << " refused as closed, " << c.creates << " creates, " << c.closes << " closes, " << c.handoffs
                   << " hand-offs in " << seconds << " s on " << backends.size() << " backends\n";
 }
+
+SM_TEST("size, is_closed and backend race a close without a data race; size stays the creation size",
+        "[stress][concurrency]") {
+  const auto name = GENERATE(from_range(securememory::backend_names()));
+  if (!securememory::backend_available(name)) {
+    WARN("skipped: backend " << name << " is not available on this host");
+    return;
+  }
+  for (int round = 0; round < 50; ++round) {
+    Secret secret = securememory::make_factory(name).create_random(100);
+    std::atomic<bool> go{false};
+    std::atomic<long> wrong{0};
+    std::thread querier([&] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = 0; i < 200; ++i) {
+        if (secret.size() != 100 || secret.backend() != name) wrong.fetch_add(1);
+        (void)secret.is_closed();
+      }
+    });
+    go = true;
+    secret.close();
+    querier.join();
+    CHECK(wrong.load() == 0);
+    CHECK(secret.size() == 100);  // also after close
+  }
+}

@@ -94,7 +94,8 @@ class SECUREMEMORY_API Secret {
     }
   }
 
-  /// Size in bytes; 0 for a moved-from or default-constructed handle.
+  /// Size in bytes, also after close(); 0 for a moved-from or
+  /// default-constructed handle.
   [[nodiscard]] std::size_t size() const noexcept;
   /// True after close(), and for moved-from or default-constructed handles.
   [[nodiscard]] bool is_closed() const noexcept;
