@@ -17,6 +17,14 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
 
   bool assertionEnded(Catch::AssertionStats const& stats) override {
     const auto& result = stats.assertionResult;
+    // WARN("skipped: <reason>") marks the test case skipped (TAP "# SKIP"),
+    // so `meson test` and .ci/count-results.py count it as skipped, visibly.
+    if (result.getResultType() == Catch::ResultWas::Warning) {
+      const std::string message = one_line(result.getMessage());
+      stream << "# WARN at " << result.getSourceInfo() << ": " << message << '\n';
+      if (message.rfind("skipped", 0) == 0 && skip_reason_.empty()) skip_reason_ = message;
+      return true;
+    }
     if (result.isOk()) return true;
     stream << "# FAILED at " << result.getSourceInfo() << ": " << result.getExpressionInMacro();
     if (result.hasExpandedExpression()) stream << " with expansion " << one_line(result.getExpandedExpression());
@@ -37,7 +45,10 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
   void testCaseEnded(Catch::TestCaseStats const& stats) override {
     ++count_;
     const bool ok = stats.totals.assertions.failed == 0 && !stats.aborting;
-    stream << (ok ? "ok " : "not ok ") << count_ << " - " << stats.testInfo.name << '\n' << std::flush;
+    stream << (ok ? "ok " : "not ok ") << count_ << " - " << stats.testInfo.name;
+    if (ok && !skip_reason_.empty()) stream << " # SKIP " << skip_reason_;
+    stream << '\n' << std::flush;
+    skip_reason_.clear();
     StreamingReporterBase::testCaseEnded(stats);
   }
 
@@ -48,6 +59,7 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
 
  private:
   int count_ = 0;
+  std::string skip_reason_;
 };
 
 }  // namespace

@@ -137,6 +137,38 @@ class heap_backend final : public securememory::backend {
   securememory::access last_access = securememory::access::read_write;
 };
 
+// ---- sanitizers ---------------------------------------------------------------
+
+/// The sanitizer this binary was built with: "AddressSanitizer",
+/// "ThreadSanitizer", or nullptr.
+constexpr const char* sanitizer() {
+#if defined(__SANITIZE_ADDRESS__)
+  return "AddressSanitizer";
+#elif defined(__SANITIZE_THREAD__)
+  return "ThreadSanitizer";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return "AddressSanitizer";
+#elif __has_feature(thread_sanitizer)
+  return "ThreadSanitizer";
+#else
+  return nullptr;
+#endif
+#else
+  return nullptr;
+#endif
+}
+
+/// In a test body: when built with a sanitizer, marks the test case skipped
+/// with the reason (TAP "# SKIP", counted as skipped) and returns.
+#define SM_SKIP_UNDER_SANITIZER(reason)                                  \
+  do {                                                                   \
+    if (test::sanitizer() != nullptr) {                                  \
+      WARN("skipped under " << test::sanitizer() << ": " << (reason));   \
+      return;                                                            \
+    }                                                                    \
+  } while (0)
+
 // ---- misc -------------------------------------------------------------------
 
 /// A buffer of n bytes filled with a recognisable, non-zero pattern.
