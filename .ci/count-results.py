@@ -2,17 +2,19 @@
 """Counts test results from one or more Meson log directories and prints
 one line "N passed, N failed, N skipped".
 
-Usage: count-results.py [--step=NAME:EXIT_CODE ...] BUILD_DIR [BUILD_DIR ...]
+Usage: count-results.py [--step=NAME:EXIT_CODE ...] BUILD_DIR [BUILD_DIR ...] [--result NAME=RC ...]
 
-A --step is a check run outside Meson (e.g. the install check): one
-result, passed when its exit code is 0.
+A --step or --result is a check run outside Meson (the install check, the
+fuzz session, clang-tidy): one result, passed when its exit code is 0.
 
 testlog.json gives each Meson test's overall result; testlog.junit.xml
 gives the TAP test cases (one Catch2 TEST_CASE each) of the tests that
 speak TAP. A TAP test counts its cases; if the program itself failed
 (crash, non-zero exit, timeout) with no failing case, that is one more
 failure, so a crash after the last "ok" line is never lost. A non-TAP test
-is one result. A build directory without logs counts as one failure."""
+is one result. A build directory without logs counts as one failure.
+--result NAME=RC adds one result from a CI step that is not a Meson test
+(clang-tidy): passed when RC is 0, failed otherwise."""
 import json
 import os
 import sys
@@ -21,15 +23,24 @@ import xml.etree.ElementTree as ET
 BAD = {"FAIL", "ERROR", "TIMEOUT", "UNEXPECTEDPASS"}
 passed = failed = skipped = 0
 
-for build in sys.argv[1:]:
-    if build.startswith("--step="):
-        name, _, code = build[len("--step="):].rpartition(":")
-        if code == "0":
+args = sys.argv[1:]
+builds = []
+while args:
+    arg = args.pop(0)
+    if arg.startswith("--step="):
+        name, _, code = arg[len("--step="):].rpartition(":")
+        arg, args = "--result", [f"{name}={code}"] + args
+    if arg == "--result" and args:
+        name, _, rc = args.pop(0).partition("=")
+        if rc.strip() == "0":
             passed += 1
         else:
-            print(f"count-results: step {name} failed (exit {code})", file=sys.stderr)
+            print(f"count-results: {name} failed", file=sys.stderr)
             failed += 1
-        continue
+    else:
+        builds.append(arg)
+
+for build in builds:
     logs = os.path.join(build, "meson-logs")
     try:
         tests = [json.loads(line) for line in open(os.path.join(logs, "testlog.json"), encoding="utf-8")]

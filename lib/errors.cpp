@@ -8,6 +8,9 @@
 #include "os/os.hpp"
 
 #include <cerrno>
+#include <securememory/secret.hpp>
+
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <sys/mman.h>
@@ -52,10 +55,14 @@ error::error(errc e, const std::string& what, int sys_errno)
 namespace detail {
 
 void throw_os_error(errc e, const char* what, const char* call, int err, const std::string& hint) {
-  char buf[128];
-  std::string msg = fmt::format("{}: {} failed: {}", what, call, os::errno_text(err, buf, sizeof buf));
+  std::array<char, 128> buf{};
+  std::string msg = fmt::format("{}: {} failed: {}", what, call, os::errno_text(err, buf.data(), buf.size()));
   if (!hint.empty()) msg += ". " + hint;
   throw error(e, msg, err);
+}
+
+void throw_null_callback() {
+  throw error(errc::invalid_argument, "with_bytes: the callback is null; pass a function to call with the bytes");
 }
 
 std::size_t round_to_pages(std::size_t size, std::size_t extra) {

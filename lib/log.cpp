@@ -30,7 +30,7 @@ std::shared_ptr<spdlog::logger> make_default_logger() {
 }
 
 logger_holder& holder() {
-  static logger_holder* h = new logger_holder{{}, make_default_logger()};  // never destroyed (exit-time use)
+  static auto* h = new logger_holder{{}, make_default_logger()};  // never destroyed (exit-time use)
   return *h;
 }
 

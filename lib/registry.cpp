@@ -84,7 +84,8 @@ registry& default_registry() {
 SecretFactory make_factory(std::string_view backend) { return default_registry().make_factory(backend); }
 
 SecretFactory make_factory() {
-  const char* env = std::getenv("SECUREMEMORY_BACKEND");
+  // Only read: a concurrent setenv() would be the caller's data race, as for any getenv().
+  const char* env = std::getenv("SECUREMEMORY_BACKEND");  // NOLINT(concurrency-mt-unsafe)
   return make_factory(env != nullptr && *env != '\0' ? std::string_view(env) : std::string_view("protectedmemory"));
 }
 

@@ -113,13 +113,14 @@ class secret_state {
       }
       throw;
     }
+    size_ = size;
     count_created(region_.locked);
   }
 
-  std::span<const std::byte> bytes() const noexcept { return {region_.data, region_.size}; }
-  std::size_t size() const noexcept { return region_.size; }
-  std::string_view backend_name() const noexcept { return backend_->name(); }
-  bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {region_.data, region_.size}; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
+  [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
 
   // One more reader: the first opens the pages; each open checks integrity.
   void begin_access(violation_check check = violation_check::on_open) {
@@ -348,6 +349,9 @@ class secret_state {
 
   std::shared_ptr<backend> backend_;
   region region_{};
+  // The size, fixed before the state is shared: size() reads it without the
+  // lock, while close() may be resetting region_ (a data race TSan found).
+  std::size_t size_ = 0;
   std::uint64_t generation_;
   small_mutex mutex_;
   std::atomic<std::uint32_t> readers_{0};  // changed under mutex_; waited on by close()
@@ -367,16 +371,19 @@ bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
 
 // --- access_scope ---------------------------------------------------------
 
-access_scope::access_scope(const std::shared_ptr<secret_state>& state) : state_(state), outer_(innermost) {
+access_scope::access_scope(std::shared_ptr<secret_state> state) : state_(std::move(state)), outer_(innermost) {
   if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->begin_access();
   innermost = this;
 }
 
 access_scope::~access_scope() {
-  if (!done_) {
-    innermost = outer_;
-    state_->end_access(false);
+  if (done_) return;
+  innermost = outer_;
+  try {
+    state_->end_access(false);  // logs a failed re-protection itself
+  } catch (...) {
+    log_error("ending an access to a secret failed");  // only a failing mutex or allocation gets here
   }
 }
 

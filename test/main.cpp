@@ -23,11 +23,14 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
 
   bool assertionEnded(Catch::AssertionStats const& stats) override {
     const auto& result = stats.assertionResult;
+    // WARN("skipped: <reason>") or WARN("SKIP: <reason>") marks the test case
+    // skipped (TAP "# SKIP"), so `meson test` and .ci/count-results.py count it
+    // as skipped, visibly; every WARN is also printed as a TAP comment.
     if (result.getResultType() == Catch::ResultWas::Warning) {
-      // WARN is how a test says it skipped something (and why): never silent.
       const std::string message = one_line(result.getMessage());
-      stream << "# WARN: " << message << '\n';
-      if (message.rfind("SKIP", 0) == 0 && skip_reason_.empty()) skip_reason_ = message;
+      stream << "# WARN at " << result.getSourceInfo() << ": " << message << '\n';
+      const bool is_skip = message.rfind("skipped", 0) == 0 || message.rfind("SKIP", 0) == 0;
+      if (is_skip && skip_reason_.empty()) skip_reason_ = message;
       return true;
     }
     if (result.isOk()) return true;
@@ -50,10 +53,8 @@ struct tap_cases_reporter : Catch::StreamingReporterBase<tap_cases_reporter> {
   void testCaseEnded(Catch::TestCaseStats const& stats) override {
     ++count_;
     const bool ok = stats.totals.assertions.failed == 0 && !stats.aborting;
-    // A case that skipped and asserted nothing is a TAP SKIP (Meson counts it).
-    const bool skipped = ok && !skip_reason_.empty() && stats.totals.assertions.passed == 0;
     stream << (ok ? "ok " : "not ok ") << count_ << " - " << stats.testInfo.name;
-    if (skipped) stream << " # SKIP " << skip_reason_.substr(skip_reason_.find_first_not_of("SKIP: "));
+    if (ok && !skip_reason_.empty()) stream << " # SKIP " << skip_reason_;
     stream << '\n' << std::flush;
     skip_reason_.clear();
     StreamingReporterBase::testCaseEnded(stats);

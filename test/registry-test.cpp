@@ -17,31 +17,7 @@ using securememory::errc;
 
 namespace {
 
-// A user backend on plain heap memory: no locking, no protection. Counts
-// what the state machine asks of it.
-class heap_backend final : public securememory::backend {
- public:
-  [[nodiscard]] std::string_view name() const noexcept override { return "test-heap"; }
-  [[nodiscard]] securememory::region allocate(std::size_t size) override {
-    ++allocations;
-    securememory::region r;
-    r.base = ::operator new(size);
-    r.data = static_cast<std::byte*>(r.base);
-    r.size = size;
-    r.mapped = size;
-    return r;
-  }
-  void protect(securememory::region&, securememory::access a) override { last_access = a; ++protects; }
-  void release(securememory::region& r) override {
-    sodium_memzero(r.base, r.size);
-    ::operator delete(r.base);
-    ++releases;
-  }
-  int allocations = 0;
-  int protects = 0;
-  int releases = 0;
-  securememory::access last_access = securememory::access::read_write;
-};
+using test::heap_backend;
 
 class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
  public:

@@ -2,6 +2,7 @@
 #include "support.hpp"
 
 #include "proof/proof.hpp"
+#include <sodium.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -92,6 +93,27 @@ std::optional<mapping_info> find_mapping(const void* addr) {
   }
   if (current && current->start <= target && target < current->end) found = current;
   return found;
+}
+
+securememory::region heap_backend::allocate(std::size_t size) {
+  ++allocations;
+  securememory::region r;
+  r.base = ::operator new(size);
+  r.data = static_cast<std::byte*>(r.base);
+  r.size = size;
+  r.mapped = size;
+  return r;
+}
+
+void heap_backend::protect(securememory::region& /*r*/, securememory::access a) {
+  last_access = a;
+  ++protects;
+}
+
+void heap_backend::release(securememory::region& r) {
+  sodium_memzero(r.base, r.size);
+  ::operator delete(r.base);
+  ++releases;
 }
 
 std::vector<std::byte> pattern(std::size_t n, unsigned seed) {

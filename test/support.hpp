@@ -4,6 +4,7 @@
 #include <securememory/securememory.hpp>
 
 #include "os/os.hpp"
+#include "proc-status.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -147,6 +148,54 @@ struct violation_settings_guard {
     securememory::set_violation_policy(securememory::violation_policy::abort);
   }
 };
+
+// ---- a user backend -----------------------------------------------------------
+
+/// A user backend on plain heap memory ("test-heap"): no locking, no
+/// protection. Counts what the state machine asks of it.
+class heap_backend final : public securememory::backend {
+ public:
+  [[nodiscard]] std::string_view name() const noexcept override { return "test-heap"; }
+  [[nodiscard]] securememory::region allocate(std::size_t size) override;
+  void protect(securememory::region& r, securememory::access a) override;
+  void release(securememory::region& r) override;
+  int allocations = 0;
+  int protects = 0;
+  int releases = 0;
+  securememory::access last_access = securememory::access::read_write;
+};
+
+// ---- sanitizers ---------------------------------------------------------------
+
+/// The sanitizer this binary was built with: "AddressSanitizer",
+/// "ThreadSanitizer", or nullptr.
+constexpr const char* sanitizer() {
+#if defined(__SANITIZE_ADDRESS__)
+  return "AddressSanitizer";
+#elif defined(__SANITIZE_THREAD__)
+  return "ThreadSanitizer";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return "AddressSanitizer";
+#elif __has_feature(thread_sanitizer)
+  return "ThreadSanitizer";
+#else
+  return nullptr;
+#endif
+#else
+  return nullptr;
+#endif
+}
+
+/// In a test body: when built with a sanitizer, marks the test case skipped
+/// with the reason (TAP "# SKIP", counted as skipped) and returns.
+#define SM_SKIP_UNDER_SANITIZER(reason)                                  \
+  do {                                                                   \
+    if (test::sanitizer() != nullptr) {                                  \
+      WARN("skipped under " << test::sanitizer() << ": " << (reason));   \
+      return;                                                            \
+    }                                                                    \
+  } while (0)
 
 // ---- misc -------------------------------------------------------------------
 

@@ -44,11 +44,14 @@ class SECUREMEMORY_API registry {
   void add(std::string name, BackendMaker maker);
   /// Registered names, sorted.
   [[nodiscard]] std::vector<std::string> names() const;
-  /// True when the name is registered and its maker succeeds on this host.
+  /// True when the name is registered and its maker succeeds on this host
+  /// (returns a backend; a securememory::error from the maker means false).
+  /// Any other exception from the maker is the maker's bug and propagates.
   [[nodiscard]] bool available(std::string_view name) const;
   /// A factory for the named backend. Throws error(unknown_backend), whose
-  /// message lists the registered names, or what the maker throws
-  /// (error(backend_unavailable)).
+  /// message lists the registered names, what the maker throws
+  /// (error(backend_unavailable)), or error(invalid_argument) when the maker
+  /// returned null.
   [[nodiscard]] SecretFactory make_factory(std::string_view name) const;
 
  private:

@@ -17,11 +17,22 @@ namespace securememory {
 namespace detail {
 class secret_state;
 
+/// Callables that can be null: function pointers and std::function.
+template <class T>
+struct is_std_function : std::false_type {};
+template <class R, class... A>
+struct is_std_function<std::function<R(A...)>> : std::true_type {};
+template <class T>
+inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_function<T>::value;
+
+/// Throws error(invalid_argument) for a null with_bytes callback.
+[[noreturn]] SECUREMEMORY_API void throw_null_callback();
+
 /// Keeps one secret readable for the lifetime of the object (one "reader" of
 /// the access state machine). Used by Secret::with_bytes; not for direct use.
 class SECUREMEMORY_API access_scope {
  public:
-  explicit access_scope(const std::shared_ptr<secret_state>& state);  // throws error(closed / protection_failed)
+  explicit access_scope(std::shared_ptr<secret_state> state);  // throws error(closed / protection_failed)
   access_scope(const access_scope&) = delete;
   access_scope& operator=(const access_scope&) = delete;
   ~access_scope();  // re-protects if finish() was not reached; never throws
@@ -64,10 +75,14 @@ class SECUREMEMORY_API Secret {
   /// one opening; fn runs with no library lock held. An exception from fn
   /// propagates after the memory is no-access again.
   /// Throws error(closed) after close, error(protection_failed) if the pages
-  /// cannot be opened or re-protected.
+  /// cannot be opened or re-protected, error(invalid_argument) for a null
+  /// function pointer or empty std::function (before anything is opened).
   template <class F>
   std::invoke_result_t<F&, std::span<const std::byte>> with_bytes(F&& fn) const {
     using result = std::invoke_result_t<F&, std::span<const std::byte>>;
+    if constexpr (detail::nullable_callable_v<std::remove_cvref_t<F>>) {
+      if (fn == nullptr) detail::throw_null_callback();
+    }
     detail::access_scope scope(state_);
     if constexpr (std::is_void_v<result>) {
       std::invoke(fn, scope.bytes());
@@ -79,7 +94,8 @@ class SECUREMEMORY_API Secret {
     }
   }
 
-  /// Size in bytes; 0 for a moved-from or default-constructed handle.
+  /// Size in bytes, also after close(); 0 for a moved-from or
+  /// default-constructed handle.
   [[nodiscard]] std::size_t size() const noexcept;
   /// True after close(), and for moved-from or default-constructed handles.
   [[nodiscard]] bool is_closed() const noexcept;

@@ -163,7 +163,7 @@ bool memlock_limit(rlimit& out) noexcept { return ::getrlimit(RLIMIT_MEMLOCK, &o
 const char* errno_text(int err, char* buf, std::size_t len) noexcept {
   const char* name = strerrorname_np(err);
   const char* desc = strerrordesc_np(err);
-  std::snprintf(buf, len, "%s (%s)", name != nullptr ? name : "errno", desc != nullptr ? desc : "unknown error");
+  (void)std::snprintf(buf, len, "%s (%s)", name != nullptr ? name : "errno", desc != nullptr ? desc : "unknown error");
   return buf;
 }
 

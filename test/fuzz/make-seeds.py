@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the libFuzzer harness (test/fuzz/corpus/).
+
+Each seed is a small program in the harness's input format (see
+secret-fuzz.cpp): per step a fault byte (f % 4 == 0: no fault; otherwise
+two more bytes: which lib/os/ call, which errno; bits 2-3 of f: calls let
+through first; bit 4: fail twice), an opcode, then its operands.
+Usage: make-seeds.py [OUT_DIR]"""
+import os
+import sys
+
+CREATE, RANDOM, WITH, ROPEN, RREAD, VERIFY, CLOSE, MOVE, SWAP, DESTROY, FACTORY = range(11)
+CALLS = 6       # mmap munmap mlock munlock mprotect madvise (indices, modulo the real count)
+ERRNOS = 4      # ENOMEM EPERM EAGAIN EINTR
+
+
+def step(op, *operands, fault=None):
+    """fault = (call index, errno index, skip, twice)"""
+    if fault is None:
+        head = [0]
+    else:
+        c, e, skip, twice = fault
+        head = [1 | (skip << 2) | (int(twice) << 4), c, e]
+    return bytes(head + [op] + list(operands))
+
+
+def size_small(n):  # 1 + n % 64
+    return [5, n - 1]
+
+
+def size_u16(n):    # 1 + u16 % (3 * page)
+    v = n - 1
+    return [4, v & 0xFF, v >> 8]
+
+
+seeds = {}
+for b in range(4):  # backend index (modulo the number available)
+    seeds[f"roundtrip-b{b}"] = b"".join([
+        step(CREATE, b, 0, *size_small(32), 7),
+        step(WITH, 0, 0, 0),
+        step(ROPEN, 0, 0),
+        step(RREAD, 0, 0, 5),
+        step(RREAD, 0, 1, 0xFF, 0x0F),
+        step(RREAD, 0, 0, 0),
+        step(CLOSE, 0), step(CLOSE, 0),
+        step(WITH, 0, 0, 0),
+        step(RREAD, 0, 0, 3),
+    ])
+    seeds[f"variants-b{b}"] = b"".join([
+        step(RANDOM, b, 1, *size_u16(5000)),
+        step(CREATE, b, 2, 2, 1, 9),
+        step(WITH, 1, 1, 0), step(WITH, 1, 2, 0), step(WITH, 1, 3, 0),
+        step(WITH, 1, 5, 2), step(WITH, 1, 4, 0), step(WITH, 1, 0, 0),
+        step(VERIFY, 2), step(VERIFY, 1),
+    ])
+    seeds[f"moves-b{b}"] = b"".join([
+        step(CREATE, b, 0, *size_small(10), 1),
+        step(RANDOM, b, 1, 3, 0),
+        step(ROPEN, 2, 0),
+        step(MOVE, 0, 3), step(MOVE, 3, 3), step(SWAP, 3, 1), step(SWAP, 2, 2),
+        step(RREAD, 2, 0, 4), step(DESTROY, 1), step(RREAD, 2, 0, 4),
+        step(MOVE, 3, 1), step(DESTROY, 2),
+    ])
+    seeds[f"sizes-b{b}"] = b"".join(
+        [step(RANDOM, b, 0, 0, i) for i in range(6)]
+        + [step(RANDOM, b, 0, 1), step(CREATE, b, 0, 0, 3), step(CREATE, b, 0, 1, 3)]
+        + [step(RANDOM, b, 0, 2, i) for i in range(3)] + [step(RANDOM, b, 0, 3, i) for i in range(3)])
+    for c in range(CALLS):
+        seeds[f"fault-create-call{c}-b{b}"] = b"".join(
+            [step(CREATE, b, 0, *size_small(20), 2, fault=(c, e, skip, e == 1))
+             for e in range(ERRNOS) for skip in range(3)]
+            + [step(RANDOM, b, 1, *size_small(33), fault=(c, 0, 0, False))])
+        seeds[f"fault-use-call{c}-b{b}"] = b"".join([
+            step(CREATE, b, 0, *size_small(40), 3),
+            step(ROPEN, 0, 0),
+            step(WITH, 0, 0, 0, fault=(c, 0, 0, False)),
+            step(WITH, 0, 0, 0, fault=(c, 1, 1, False)),
+            step(WITH, 0, 1, 0, fault=(c, 2, 1, False)),
+            step(RREAD, 0, 0, 6, fault=(c, 3, 0, False)),
+            step(RREAD, 0, 0, 6, fault=(c, 0, 1, False)),
+            step(RANDOM, b, 1, *size_small(8)),
+            step(WITH, 0, 5, 1, fault=(c, 0, 2, True)),
+            step(WITH, 1, 4, 0, fault=(c, 0, 1, False)),
+            step(CLOSE, 0, fault=(c, 0, 0, False)),
+            step(CREATE, b, 2, *size_small(8), 4),
+            step(CREATE, b, 2, *size_small(9), 5, fault=(c, 1, 1, True)),
+            step(DESTROY, 2, fault=(c, 0, 0, False)),
+        ])
+seeds["factory-names"] = b"".join([
+    step(FACTORY, 15) + b"protectedmemory",
+    step(FACTORY, 0),
+    step(FACTORY, 9) + "pr\u00f6tect".encode(),
+    step(FACTORY, 79) + b"x" * 79,
+    step(FACTORY, 16) + b"protectedmemory\x00",
+    step(FACTORY, 8) + b"memguard", step(FACTORY, 9) + b"secretmem", step(FACTORY, 6) + b"sealed",
+])
+
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+os.makedirs(out, exist_ok=True)
+for name, data in seeds.items():
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+print(f"{len(seeds)} seeds written to {out}")
