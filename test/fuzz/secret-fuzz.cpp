@@ -702,13 +702,23 @@ class run {
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   securememory::set_logger(std::make_shared<spdlog::logger>("fuzz", std::make_shared<checking_sink>()));
   backends = new std::vector<backend_entry>();  // lives for the process
+  // SECUREMEMORY_FUZZ_BACKENDS="a,b" limits the run to those backends.
+  const char* only = std::getenv("SECUREMEMORY_FUZZ_BACKENDS");
+  const std::string wanted = only != nullptr ? "," + std::string(only) + "," : std::string();
   for (const auto& name : securememory::backend_names()) {
+    if (!wanted.empty() && wanted.find("," + name + ",") == std::string::npos) continue;
     if (securememory::backend_available(name)) backends->push_back({name, securememory::make_factory(name)});
   }
   if (backends->empty()) {
     std::fprintf(stderr, "secret-fuzz: no backend is available on this host\n");
     std::abort();
   }
+  // The page cache keeps closed secrets' pages locked by design (it has its
+  // own tests): off here, so that VmLck must return to its start after
+  // every input. Each backend's one-time locked state (sealed's key and
+  // per-thread scratch) is made now, before any input is measured.
+  securememory::set_page_cache_limit(0);
+  for (const auto& b : *backends) (void)b.factory.create_random(1);
   std::fprintf(stderr, "secret-fuzz: %zu backends, %d lib/os calls can fail\n", backends->size(), call_count);
   os::set_fault_hook(&fault_hook, nullptr);
   std::atexit(print_totals);
