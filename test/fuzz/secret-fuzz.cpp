@@ -227,6 +227,9 @@ struct reader_slot {
   std::size_t offset = 0;
 };
 
+// Backends available on this host (made at start-up), fuzzed or not.
+std::vector<std::string>* available = nullptr;
+
 struct backend_entry {
   std::string name;
   securememory::SecretFactory factory;
@@ -307,6 +310,10 @@ class run {
   // Steps set expect_ to the non-resource errc they predict.
   void check_failure(const outcome& o) {
     if (!o.threw) {
+      if (expect_.has_value() && !expect_any_) {
+        std::fprintf(stderr, "secret-fuzz: operation %d succeeded where errc %d was expected\n", last_op_,
+                     static_cast<int>(*expect_));
+      }
       EXPECT(!expect_.has_value() || expect_any_);
       return;
     }
@@ -358,7 +365,8 @@ class run {
     expect_.reset();
     expect_any_ = false;
     huge_ = false;
-    switch (in_.byte() % 11) {
+    last_op_ = in_.byte() % 11;
+    switch (last_op_) {
       case 0: return op_create();
       case 1: return op_create_random();
       case 2: return op_with_bytes();
@@ -648,7 +656,7 @@ class run {
 
   outcome op_make_factory() {
     const std::string name = in_.text(in_.byte() % 80);
-    const bool known = std::any_of(backends->begin(), backends->end(), [&](const backend_entry& b) { return b.name == name; });
+    const bool known = std::find(available->begin(), available->end(), name) != available->end();
     const auto names = securememory::backend_names();
     const bool registered = std::find(names.begin(), names.end(), name) != names.end();
     if (!registered) expect_ = errc::unknown_backend;
@@ -695,6 +703,7 @@ class run {
   std::optional<errc> expect_;
   bool expect_any_ = false;
   bool huge_ = false;
+  int last_op_ = -1;
 };
 
 }  // namespace
@@ -705,9 +714,12 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   // SECUREMEMORY_FUZZ_BACKENDS="a,b" limits the run to those backends.
   const char* only = std::getenv("SECUREMEMORY_FUZZ_BACKENDS");
   const std::string wanted = only != nullptr ? "," + std::string(only) + "," : std::string();
+  available = new std::vector<std::string>();  // lives for the process
   for (const auto& name : securememory::backend_names()) {
+    if (!securememory::backend_available(name)) continue;
+    available->push_back(name);
     if (!wanted.empty() && wanted.find("," + name + ",") == std::string::npos) continue;
-    if (securememory::backend_available(name)) backends->push_back({name, securememory::make_factory(name)});
+    backends->push_back({name, securememory::make_factory(name)});
   }
   if (backends->empty()) {
     std::fprintf(stderr, "secret-fuzz: no backend is available on this host\n");
