@@ -198,7 +198,10 @@ struct toggled_page {
     } else {
       p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     }
-    if (p == MAP_FAILED || raw_mlock(p, length) != 0) die("floor page");
+    if (p == MAP_FAILED) die("floor page");
+    // secretmem pages are locked by the kernel, and mlock on them fails
+    // (ENOMEM): lock only the anonymous page, as the backends do.
+    if (k == anonymous && raw_mlock(p, length) != 0) die("floor page mlock");
     std::memset(p, 1, length);
     if (mprotect(p, length, PROT_NONE) != 0) die("mprotect");
   }
