@@ -134,6 +134,7 @@ class scratch_pool {
 
  private:
   std::byte* new_slab();
+  std::byte* take_after_thread_exit(std::size_t k);
   static std::byte* try_take(std::byte* slab, std::size_t k);
   static std::byte* take_dedicated(std::size_t n);
   static void relock_if_forked(std::byte* slab);
@@ -148,13 +149,23 @@ scratch_pool& scratch() {
   return *pool;
 }
 
+// Set (trivially destructible, so it outlives the thread's other
+// thread_locals) once this thread's slab list has been handed back: a
+// secret opened after that, e.g. by a static object's destructor at exit,
+// takes its chunk from the shared pool instead (found by the exit-time test
+// under ASan: the list was used after its destruction).
+constinit thread_local bool thread_slabs_gone = false;
+
 // The slabs this thread takes chunks from (handed to the pool at exit).
 struct thread_slabs {
   std::vector<std::byte*> mine;
   thread_slabs() = default;
   thread_slabs(const thread_slabs&) = delete;
   thread_slabs& operator=(const thread_slabs&) = delete;
-  ~thread_slabs() { scratch().adopt(mine); }
+  ~thread_slabs() {
+    scratch().adopt(mine);
+    thread_slabs_gone = true;
+  }
 };
 thread_local thread_slabs this_thread_slabs;
 
@@ -261,6 +272,7 @@ std::byte* scratch_pool::take_dedicated(std::size_t n) {
 std::byte* scratch_pool::take(std::size_t n) {
   if (n > os::page_size()) return take_dedicated(n);
   const std::size_t k = (n + chunk - 1) / chunk;
+  if (thread_slabs_gone) return take_after_thread_exit(k);
   auto& mine = this_thread_slabs.mine;
   for (std::byte* slab : mine) {
     relock_if_forked(slab);
@@ -278,6 +290,26 @@ std::byte* scratch_pool::take(std::size_t n) {
   mine.push_back(slab);
   relock_if_forked(slab);
   std::byte* p = try_take(slab, k);
+  if (p == nullptr) throw error(errc::out_of_memory, "a fresh scratch slab had no room (internal error)");
+  return p;
+}
+
+// After this thread's slab list is gone (thread or process exit): a chunk
+// from a spare slab, under the pool's lock (spare slabs have no owner, so
+// the lock stands in for the owning thread).
+std::byte* scratch_pool::take_after_thread_exit(std::size_t k) {
+  {
+    const std::lock_guard lock(mutex_);
+    for (std::byte* slab : spare_) {
+      relock_if_forked(slab);
+      if (std::byte* p = try_take(slab, k)) return p;
+    }
+  }
+  std::byte* slab = new_slab();
+  relock_if_forked(slab);
+  std::byte* p = try_take(slab, k);
+  const std::lock_guard lock(mutex_);
+  spare_.push_back(slab);
   if (p == nullptr) throw error(errc::out_of_memory, "a fresh scratch slab had no room (internal error)");
   return p;
 }
@@ -343,6 +375,13 @@ arena& slots() {
 
 std::byte* arena::take(std::size_t size) {
   if (size > max_class_slot) {
+    // Refused before the allocator sees it: no secret is a terabyte, and
+    // sanitizer allocators abort instead of returning null on such sizes.
+    constexpr std::size_t largest = std::size_t{1} << 40U;
+    if (size > largest) {
+      throw error(errc::out_of_memory,
+                  fmt::format("cannot allocate {} bytes for a sealed secret: larger than the 1 TiB this backend supports", size));
+    }
     auto* p = static_cast<std::byte*>(::operator new(size, std::nothrow));
     if (p == nullptr) throw error(errc::out_of_memory, fmt::format("cannot allocate {} bytes for a sealed secret", size));
     const std::lock_guard lock(mutex_);
