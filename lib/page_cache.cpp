@@ -66,7 +66,7 @@ bool parse_size(const char* text, std::size_t& out) {
 }
 
 std::size_t limit_from_environment() noexcept {
-  const char* env = std::getenv("SECUREMEMORY_PAGE_CACHE");
+  const char* env = std::getenv("SECUREMEMORY_PAGE_CACHE");  // NOLINT(concurrency-mt-unsafe): read once, nobody sets it
   if (env == nullptr || *env == '\0') return default_limit;
   std::size_t parsed = 0;
   if (parse_size(env, parsed)) return parsed;
@@ -88,6 +88,7 @@ std::size_t current_limit() noexcept {
 
 std::uint64_t cached_bytes() noexcept { return cached_total.load(std::memory_order_relaxed); }
 
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters): two callbacks of different roles, named
 page_cache::page_cache(release_fn release, forget_fn forget) noexcept : release_(release), forget_(forget) {
   static const bool registered = [] {
     pthread_atfork(&page_cache::before_fork, &page_cache::after_fork_parent, &page_cache::after_fork_child);

@@ -103,7 +103,7 @@ inline void zero_registers() noexcept {}
 #endif
 
 [[gnu::noinline]] void zero_stack() noexcept {
-  unsigned char area[scrub_stack_bytes];
+  unsigned char area[scrub_stack_bytes];  // NOLINT(modernize-avoid-c-arrays): the stack area to zero
   std::memset(area, 0, sizeof area);
   asm volatile("" : : "r"(area) : "memory");  // the stores are observable: keep them
 }

@@ -15,7 +15,7 @@ namespace securememory::detail {
 
 /// Bytes of stack below the caller's frame that scrub_registers_and_stack()
 /// overwrites with zeros.
-inline constexpr std::size_t scrub_stack_bytes = 16 * 1024;
+inline constexpr std::size_t scrub_stack_bytes = std::size_t{16} * 1024;
 
 /// Zeroes the caller-saved general-purpose and all vector registers
 /// (xmm/ymm/zmm 0-31 as the CPU has them), then scrub_stack_bytes of stack

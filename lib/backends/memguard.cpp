@@ -144,7 +144,7 @@ class memguard final : public backend {
     const auto canary = reinterpret_cast<std::uintptr_t>(r.base) - sodium_canary_size;
     const std::uintptr_t start = canary & ~(static_cast<std::uintptr_t>(page) - 1);
     const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(r.data) + r.size;
-    return {reinterpret_cast<void*>(start), end - start};
+    return {reinterpret_cast<void*>(start), end - start};  // NOLINT(performance-no-int-to-ptr): page arithmetic
   }
 
   std::array<unsigned char, canary_size> canary_{};

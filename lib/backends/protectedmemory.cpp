@@ -41,7 +41,7 @@ void release_run(void* base, std::size_t length) noexcept {
 void forget_run(void* base, std::size_t length) noexcept { os::unmap(base, length); }
 
 page_cache& cache() {
-  static page_cache* instance = new page_cache(release_run, forget_run);  // never destroyed
+  static auto* instance = new page_cache(release_run, forget_run);  // never destroyed
   return *instance;
 }
 
@@ -111,6 +111,7 @@ class protectedmemory final : public backend {
   }
 
  private:
+  // NOLINTNEXTLINE(bugprone-easily-swappable-parameters): size (asked) vs length (mapped), named at every call
   static region make_region(void* base, std::size_t size, std::size_t length) noexcept {
     region r;
     r.base = base;

@@ -65,7 +65,7 @@ constexpr std::size_t prefix_bytes = nonce_bytes - counter_bytes;
 constexpr std::size_t slot_overhead = counter_bytes + tag_bytes;
 constexpr std::size_t slot_align = 8;
 constexpr std::size_t max_class_slot = 1024;  // larger slots are single heap blocks
-constexpr std::size_t arena_block = 256 * 1024;
+constexpr std::size_t arena_block = std::size_t{256} * 1024;
 constexpr std::size_t chunk = 64;              // scratch granule: 64 per page word
 constexpr std::size_t slab_pages = 8;          // page 0: bitmap, pages 1..7: scratch
 constexpr std::size_t stack_wipe = 2048;       // bytes of stack where libsodium's frames may leave keystream
@@ -114,7 +114,7 @@ std::size_t slot_size_for(std::size_t n) noexcept { return (n + slot_overhead + 
 // --- scratch ------------------------------------------------------------------
 
 struct slab_meta {
-  std::atomic<std::uint64_t> used[slab_pages - 1];  // bit b of word w: chunk b of page w+1
+  std::atomic<std::uint64_t> used[slab_pages - 1];  // NOLINT(modernize-avoid-c-arrays): lives in the slab's first page  // bit b of word w: chunk b of page w+1
   std::uint64_t generation;                         // fork generation its pages were locked in (+1)
 };
 
@@ -198,7 +198,7 @@ std::byte* scratch_pool::new_slab() {
                    "free memory or raise the address-space limit");
   }
   const auto addr = reinterpret_cast<std::uintptr_t>(raw);
-  auto* slab = reinterpret_cast<std::byte*>((addr + size - 1) & ~(static_cast<std::uintptr_t>(size) - 1));
+  auto* slab = reinterpret_cast<std::byte*>((addr + size - 1) & ~(static_cast<std::uintptr_t>(size) - 1));  // NOLINT(performance-no-int-to-ptr)
   if (slab > raw) os::unmap(raw, static_cast<std::size_t>(slab - raw));
   if (slab + size < raw + 2 * size) os::unmap(slab + size, static_cast<std::size_t>(raw + 2 * size - (slab + size)));
   std::byte* data = slab + os::page_size();
@@ -324,7 +324,7 @@ void scratch_pool::give(std::byte* p, std::size_t n) noexcept {
     return;
   }
   const auto addr = reinterpret_cast<std::uintptr_t>(p);
-  auto* slab = reinterpret_cast<std::byte*>(addr & ~(static_cast<std::uintptr_t>(slab_bytes()) - 1));
+  auto* slab = reinterpret_cast<std::byte*>(addr & ~(static_cast<std::uintptr_t>(slab_bytes()) - 1));  // NOLINT(performance-no-int-to-ptr)
   const std::size_t offset = static_cast<std::size_t>(p - slab) - page;
   const std::size_t word = offset / page;
   const std::size_t first = (offset % page) / chunk;

@@ -127,6 +127,7 @@ struct fd_closer {
 
 // Maps a fresh memfd_secret file of `want` pages, halving down to `need`
 // pages while RLIMIT_MEMLOCK refuses the size. Sets a.base and a.pages.
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters): need <= want, both pages
 void map_arena(arena& a, std::size_t need, std::size_t want) {
   const std::size_t page = os::page_size();
   const int fd = os::memfd_secret(O_CLOEXEC);
@@ -238,6 +239,7 @@ class secretmem final : public backend {
 
  private:
   // Makes an arena with at least `need` pages; see the sizes in the header.
+  // NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
   arena* add_arena_locked(std::size_t need, std::uint64_t generation) {
     std::size_t capacity = 0;
     for (const auto& x : arenas_) {
