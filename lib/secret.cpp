@@ -35,6 +35,7 @@
 #include "internal.hpp"
 #include "small_mutex.hpp"
 #include "scrub.hpp"
+#include "state_pool.hpp"
 
 #include <securememory/error.hpp>
 
@@ -44,7 +45,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <mutex>
+#include <new>
 #include <pthread.h>
 
 namespace securememory {
@@ -74,52 +77,95 @@ void ensure_initialised() {
 
 std::uint64_t fork_generation() noexcept { return fork_counter.load(std::memory_order_relaxed); }
 
-class secret_state {
+// The backend of a factory, shared by the factory's copies and by every
+// secret made with it: one pointer per secret keeps the backend alive.
+class factory_core final {
+ public:
+  explicit factory_core(std::shared_ptr<backend> b) noexcept : backend_(std::move(b)) {}
+  factory_core(const factory_core&) = delete;
+  factory_core& operator=(const factory_core&) = delete;
+  ~factory_core() = default;
+
+  void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void drop() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  [[nodiscard]] backend& get() const noexcept { return *backend_; }
+
+ private:
+  std::shared_ptr<backend> backend_;
+  std::atomic<std::uint64_t> refs_{1};
+};
+
+// One secret: exactly one 64-byte block of lib/state_pool.cpp. The region a
+// backend handed out is kept field by field (sizes in 32 bits, see
+// max_secret_size) and rebuilt for each backend call.
+class alignas(state_pool::block_size) secret_state {
  public:
   using fill_fn = void (*)(std::byte* dst, std::size_t size, void* context);
 
-  explicit secret_state(std::shared_ptr<backend> b) noexcept
-      : backend_(std::move(b)), generation_(fork_generation()) {}
+  // A new state with one reference, in a block of the pool. Throws
+  // error(out_of_memory).
+  static secret_state* make(factory_core* core) { return new (state_pool::take()) secret_state(core); }
+
   secret_state(const secret_state&) = delete;
   secret_state& operator=(const secret_state&) = delete;
 
-  ~secret_state() {
-    // Reached without a close() only when a Reader outlived a handle whose
-    // close failed half-way, or after a deferred action: release quietly.
-    close_noexcept();
+  void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void drop() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    this->~secret_state();
+    state_pool::give(this);
   }
 
   // Allocates, fills (read-write), then makes no-access. On failure nothing
   // is held and the error propagates.
   void populate(std::size_t size, fill_fn fill, void* context) {
+    region r{};
     try {
       if (size == 0) throw error(errc::invalid_size, "secret size must be at least 1 byte");
-      region_ = backend_->allocate(size);
+      if (size > max_secret_size) {
+        throw error(errc::invalid_size, fmt::format("a secret of {} bytes is larger than max_secret_size ({} bytes); "
+                                                    "keep large data encrypted under a secret key instead",
+                                                    size, max_secret_size));
+      }
+      r = provider().allocate(size);
     } catch (...) {
       count_failure();
       mark_finished();
       throw;
     }
+    size_ = static_cast<std::uint32_t>(size);
+    const bool fits = r.mapped <= std::numeric_limits<std::uint32_t>::max() &&
+                      r.locked <= std::numeric_limits<std::uint32_t>::max();
+    store(r);
     try {
-      fill(region_.data, size, context);
-      backend_->protect(region_, access::none);
+      if (!fits) {
+        throw error(errc::invalid_size,
+                    fmt::format("the {} backend needs more than 4 GiB of memory for a {}-byte secret; use a smaller "
+                                "secret",
+                                provider().name(), size));
+      }
+      fill(data_, size, context);
+      call_protect(access::none);
     } catch (...) {
       count_failure();
       mark_finished();
       try {
-        backend_->release(region_);
+        region to_release = r;  // the full sizes, even where they did not fit
+        to_release.current = current_;
+        provider().release(to_release);
       } catch (const std::exception& e) {
         log_error(std::string("releasing a secret after a failed creation failed: ") + e.what());
       }
       throw;
     }
-    size_ = size;
-    count_created(region_.locked);
+    count_created(locked_);
   }
 
-  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {region_.data, region_.size}; }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
-  [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
+  [[nodiscard]] std::string_view backend_name() const noexcept { return provider().name(); }
   [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
 
   // One more reader: the first opens the pages; each open checks integrity.
@@ -163,7 +209,7 @@ class secret_state {
 
   // Secret::verify(): an integrity check now, without keeping the secret open.
   void verify_now() {
-    if (!backend_->has_integrity_check()) {
+    if (!provider().has_integrity_check()) {
       const std::unique_lock lock(mutex_);
       throw_if_unusable();
       return;
@@ -190,16 +236,18 @@ class secret_state {
       lock.lock();
     }
     if (finished_) return;  // another thread closed it while we waited
-    if (generation_ != fork_generation()) {
+    if (generation_ != static_cast<std::uint32_t>(fork_generation())) {
       // A parent's secret in a forked child: its pages hold no secret here
       // (wiped or not inherited at fork) and the allocator's metadata may
       // be zero too, so the backend only drops its mapping.
       mark_finished();
-      count_released(region_.locked);
-      backend_->release_after_fork(region_);
+      count_released(locked_);
+      region r = load();
+      provider().release_after_fork(r);
+      store(r);
       return;
     }
-    if (backend_->has_integrity_check()) {
+    if (provider().has_integrity_check()) {
       bool opened = true;
       try {
         open_locked();
@@ -237,6 +285,44 @@ class secret_state {
   // What the last reader does instead of re-protecting.
   enum class deferred : unsigned char { nothing, release, quarantine };
 
+  explicit secret_state(factory_core* core) noexcept
+      : core_(core), generation_(static_cast<std::uint32_t>(fork_generation())) {
+    core_->retain();
+  }
+
+  ~secret_state() {
+    // Reached without a close() only when a Reader outlived a handle whose
+    // close failed half-way, or after a deferred action: release quietly.
+    close_noexcept();
+    core_->drop();
+  }
+
+  [[nodiscard]] securememory::backend& provider() const noexcept { return core_->get(); }
+
+  // The region as the backend handed it out (the size is the secret's).
+  [[nodiscard]] region load() const noexcept {
+    return region{.data = data_, .size = size_, .base = base_, .mapped = mapped_, .locked = locked_, .current = current_};
+  }
+  // Keeps what a backend call changed. A backend only ever lowers mapped
+  // and locked after allocate() (checked there to fit 32 bits).
+  void store(const region& r) noexcept {
+    data_ = r.data;
+    base_ = r.base;
+    mapped_ = static_cast<std::uint32_t>(std::min<std::size_t>(r.mapped, std::numeric_limits<std::uint32_t>::max()));
+    locked_ = static_cast<std::uint32_t>(std::min<std::size_t>(r.locked, std::numeric_limits<std::uint32_t>::max()));
+    current_ = r.current;
+  }
+  void call_protect(access a) {
+    region r = load();
+    try {
+      provider().protect(r, a);
+    } catch (...) {
+      store(r);
+      throw;
+    }
+    store(r);
+  }
+
   bool inside_own_access(const access_scope* scope) const noexcept;
 
   bool finished_now() noexcept {
@@ -248,7 +334,7 @@ class secret_state {
     if (closing_.load(std::memory_order_relaxed)) {
       throw error(errc::closed, "secret is closed: it can no longer be read; create a new one");
     }
-    if (generation_ != fork_generation()) {
+    if (generation_ != static_cast<std::uint32_t>(fork_generation())) {
       throw error(errc::closed,
                   "secret belongs to the parent process: its memory was wiped at fork(); create secrets in the child");
     }
@@ -263,7 +349,7 @@ class secret_state {
   void open_locked() {
     if (readable_) return;
     try {
-      backend_->protect(region_, access::read);
+      call_protect(access::read);
     } catch (...) {
       count_failure();
       throw;
@@ -273,7 +359,7 @@ class secret_state {
 
   void close_pages_locked() {
     try {
-      backend_->protect(region_, access::none);
+      call_protect(access::none);
     } catch (...) {
       count_failure();
       throw;
@@ -284,12 +370,12 @@ class secret_state {
   // With the pages readable: runs the backend's check; on a violation calls
   // the handler (once per secret), then aborts or quarantines and throws.
   void check_integrity_locked(violation_check check) {
-    if (!backend_->has_integrity_check()) return;
-    const integrity found = backend_->verify(region_);
+    if (!provider().has_integrity_check()) return;
+    const integrity found = provider().verify(load());
     if (found == integrity::intact) return;
     Violation v;
-    v.backend = backend_->name();
-    v.size = region_.size;
+    v.backend = provider().name();
+    v.size = size_;
     v.check = check;
     v.kind = found == integrity::authentication_failed ? violation_kind::authentication_failed : violation_kind::canary_before_data;
     const violation_policy policy = report_violation(v);
@@ -311,10 +397,12 @@ class secret_state {
   }
 
   void quarantine_locked() noexcept {
-    const std::size_t locked_before = region_.locked;
-    backend_->quarantine(region_);
+    const std::size_t locked_before = locked_;
+    region r = load();
+    provider().quarantine(r);
+    store(r);
     mark_finished();
-    count_released(locked_before - region_.locked);
+    count_released(locked_before - locked_);
   }
 
   void run_deferred_locked() noexcept {
@@ -328,13 +416,16 @@ class secret_state {
 
   void release_locked() {
     mark_finished();
-    count_released(region_.locked);
+    count_released(locked_);
+    region r = load();
     try {
-      backend_->release(region_);
+      provider().release(r);
     } catch (...) {
+      store(r);
       count_failure();
       throw;
     }
+    store(r);
   }
 
   void release_quietly() noexcept {
@@ -347,20 +438,29 @@ class secret_state {
 
   friend class securememory::detail::access_scope;
 
-  std::shared_ptr<backend> backend_;
-  region region_{};
-  // The size, fixed before the state is shared: size() reads it without the
-  // lock, while close() may be resetting region_ (a data race TSan found).
-  std::size_t size_ = 0;
-  std::uint64_t generation_;
+  factory_core* core_;  // counted reference: keeps the backend alive
+  // The region (lib/backends/*: what the backend handed out), under mutex_.
+  std::byte* data_ = nullptr;
+  void* base_ = nullptr;
+  // The size, fixed before the state is shared: size() and bytes() read it
+  // without the lock (backends never change it).
+  std::uint32_t size_ = 0;
+  std::uint32_t mapped_ = 0;
+  std::uint32_t locked_ = 0;
+  std::uint32_t generation_;  // fork generation (a chain of 2^32 nested forks would wrap)
   small_mutex mutex_;
   std::atomic<std::uint32_t> readers_{0};  // changed under mutex_; waited on by close()
   std::atomic<std::uint32_t> waiting_{0};  // readers announced but not yet holding mutex_
+  std::atomic<std::uint32_t> refs_{1};     // Secret, Reader and in-flight access_scope references
+  access current_ = access::read_write;    // region::current
   bool readable_ = false;   // pages are read-only now (else no-access)
   bool finished_ = false;   // released or quarantined: nothing is held
   deferred deferred_ = deferred::nothing;
   std::atomic<bool> closing_{false};  // no new readers
 };
+
+static_assert(sizeof(secret_state) == state_pool::block_size, "a secret's state is one pool block (docs/design.md)");
+static_assert(alignof(secret_state) == state_pool::block_size);
 
 bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
   for (; scope != nullptr; scope = scope->outer_) {
@@ -371,7 +471,10 @@ bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
 
 // --- access_scope ---------------------------------------------------------
 
-access_scope::access_scope(std::shared_ptr<secret_state> state) : state_(std::move(state)), outer_(innermost) {
+void retain(secret_state* s) noexcept { s->retain(); }
+void drop(secret_state* s) noexcept { s->drop(); }
+
+access_scope::access_scope(const state_ref& state) : state_(state), outer_(innermost) {
   if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->begin_access();
   innermost = this;
@@ -399,7 +502,7 @@ void access_scope::finish() {
 
 // --- Secret ---------------------------------------------------------------
 
-Secret::Secret(std::shared_ptr<detail::secret_state> s) noexcept : state_(std::move(s)) {}
+Secret::Secret(detail::state_ref s) noexcept : state_(std::move(s)) {}
 
 Secret& Secret::operator=(Secret&& other) noexcept {
   if (this != &other) {
@@ -433,7 +536,7 @@ Reader Secret::reader() const {
 
 // --- Reader ---------------------------------------------------------------
 
-Reader::Reader(std::shared_ptr<detail::secret_state> s) noexcept : state_(std::move(s)) {}
+Reader::Reader(detail::state_ref s) noexcept : state_(std::move(s)) {}
 
 std::size_t Reader::read(std::span<std::byte> out) {
   const detail::scrub_on_exit scrub;  // the memcpy's registers and stack (scrub.hpp)
@@ -450,16 +553,28 @@ std::size_t Reader::read(std::span<std::byte> out) {
 
 // --- SecretFactory --------------------------------------------------------
 
-SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) : backend_(std::move(b)) {
-  if (!backend_) throw error(errc::invalid_argument, "SecretFactory needs a backend, got a null pointer");
+SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) : core_(nullptr) {
+  if (!b) throw error(errc::invalid_argument, "SecretFactory needs a backend, got a null pointer");
+  core_ = new detail::factory_core(std::move(b));
 }
 
-std::string_view SecretFactory::backend() const noexcept { return backend_->name(); }
+SecretFactory::SecretFactory(const SecretFactory& other) noexcept : core_(other.core_) { core_->retain(); }
+
+SecretFactory& SecretFactory::operator=(const SecretFactory& other) noexcept {
+  other.core_->retain();
+  core_->drop();
+  core_ = other.core_;
+  return *this;
+}
+
+SecretFactory::~SecretFactory() { core_->drop(); }
+
+std::string_view SecretFactory::backend() const noexcept { return core_->get().name(); }
 
 Secret SecretFactory::create(std::span<std::byte> source) const {
   const detail::scrub_on_exit scrub;  // the copy's registers and stack (scrub.hpp)
   detail::ensure_initialised();
-  auto state = std::make_shared<detail::secret_state>(backend_);
+  detail::state_ref state(detail::secret_state::make(core_));
   state->populate(
       source.size(),
       [](std::byte* dst, std::size_t size, void* context) {
@@ -473,7 +588,7 @@ Secret SecretFactory::create(std::span<std::byte> source) const {
 Secret SecretFactory::create_random(std::size_t size) const {
   const detail::scrub_on_exit scrub;  // the generator's registers and stack (scrub.hpp)
   detail::ensure_initialised();
-  auto state = std::make_shared<detail::secret_state>(backend_);
+  detail::state_ref state(detail::secret_state::make(core_));
   state->populate(
       size, [](std::byte* dst, std::size_t n, void*) { randombytes_buf(dst, n); }, nullptr);
   return Secret(std::move(state));

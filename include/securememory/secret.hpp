@@ -14,8 +14,47 @@
 
 namespace securememory {
 
+/// The largest secret, in bytes: 4 GiB minus 1 MiB. The state of a secret
+/// stores its sizes in 32 bits (64 bytes per secret in all, see
+/// docs/design.md); the 1 MiB leaves room for a backend's page rounding and
+/// guard pages. Larger sizes throw error(invalid_size).
+inline constexpr std::size_t max_secret_size = (std::size_t{1} << 32) - (std::size_t{1} << 20);
+
 namespace detail {
 class secret_state;
+class factory_core;
+
+/// Reference counting of a secret's state (lib/secret.cpp).
+SECUREMEMORY_API void retain(secret_state* s) noexcept;
+/// Drops one reference; the last one closes the secret (if still open) and
+/// frees the state. Never throws.
+SECUREMEMORY_API void drop(secret_state* s) noexcept;
+
+/// An owning pointer to a secret's state: 8 bytes (a std::shared_ptr is 16
+/// plus a control block per secret).
+class state_ref {
+ public:
+  state_ref() noexcept = default;
+  /// Adopts one reference already counted for s.
+  explicit state_ref(secret_state* s) noexcept : state_(s) {}
+  state_ref(const state_ref& other) noexcept : state_(other.state_) {
+    if (state_ != nullptr) retain(state_);
+  }
+  state_ref(state_ref&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  state_ref& operator=(state_ref other) noexcept {
+    std::swap(state_, other.state_);
+    return *this;
+  }
+  ~state_ref() {
+    if (state_ != nullptr) drop(state_);
+  }
+  [[nodiscard]] secret_state* get() const noexcept { return state_; }
+  secret_state* operator->() const noexcept { return state_; }
+  explicit operator bool() const noexcept { return state_ != nullptr; }
+
+ private:
+  secret_state* state_ = nullptr;
+};
 
 /// Callables that can be null: function pointers and std::function.
 template <class T>
@@ -32,7 +71,7 @@ inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_funct
 /// the access state machine). Used by Secret::with_bytes; not for direct use.
 class SECUREMEMORY_API access_scope {
  public:
-  explicit access_scope(std::shared_ptr<secret_state> state);  // throws error(closed / protection_failed)
+  explicit access_scope(const state_ref& state);  // throws error(closed / protection_failed)
   access_scope(const access_scope&) = delete;
   access_scope& operator=(const access_scope&) = delete;
   ~access_scope();  // re-protects if finish() was not reached; never throws
@@ -43,7 +82,7 @@ class SECUREMEMORY_API access_scope {
 
  private:
   friend class secret_state;
-  std::shared_ptr<secret_state> state_;  // keeps the state alive for the call
+  state_ref state_;  // keeps the state alive for the call
   access_scope* outer_;  // this thread's enclosing access, for reentrancy checks
   bool done_ = false;
 };
@@ -120,8 +159,8 @@ class SECUREMEMORY_API Secret {
 
  private:
   friend class SecretFactory;
-  explicit Secret(std::shared_ptr<detail::secret_state> s) noexcept;
-  std::shared_ptr<detail::secret_state> state_;
+  explicit Secret(detail::state_ref s) noexcept;
+  detail::state_ref state_;
 };
 
 /// Copies a secret's bytes out sequentially, like a stream.
@@ -135,20 +174,26 @@ class SECUREMEMORY_API Reader {
 
  private:
   friend class Secret;
-  explicit Reader(std::shared_ptr<detail::secret_state> s) noexcept;
-  std::shared_ptr<detail::secret_state> state_;
+  explicit Reader(detail::state_ref s) noexcept;
+  detail::state_ref state_;
   std::size_t offset_ = 0;
 };
 
 /// Creates secrets in one backend. Cheap to copy; copies share the backend.
-/// Thread-safe.
+/// Thread-safe. The backend lives as long as any copy of the factory or any
+/// secret made with it. Moving a factory copies it (it is never empty).
 class SECUREMEMORY_API SecretFactory {
  public:
+  /// Throws error(invalid_argument) for a null backend.
   explicit SecretFactory(std::shared_ptr<securememory::backend> b);
+  SecretFactory(const SecretFactory& other) noexcept;
+  SecretFactory& operator=(const SecretFactory& other) noexcept;
+  ~SecretFactory();
 
   /// Copies source into protected memory, then wipes source (all zeros).
   /// When creation fails, source is left untouched and nothing is held.
-  /// Throws error(invalid_size / out_of_memory / memlock_limit / protection_failed).
+  /// Throws error(invalid_size) for 0 bytes or more than max_secret_size,
+  /// error(out_of_memory / memlock_limit / protection_failed).
   [[nodiscard]] Secret create(std::span<std::byte> source) const;
 
   /// A secret of `size` bytes from libsodium's CSPRNG, written directly into
@@ -159,7 +204,7 @@ class SECUREMEMORY_API SecretFactory {
   [[nodiscard]] std::string_view backend() const noexcept;
 
  private:
-  std::shared_ptr<securememory::backend> backend_;
+  detail::factory_core* core_;  // counted: by each factory copy and each secret
 };
 
 }  // namespace securememory
