@@ -474,7 +474,7 @@ bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
 void retain(secret_state* s) noexcept { s->retain(); }
 void drop(secret_state* s) noexcept { s->drop(); }
 
-access_scope::access_scope(const state_ref& state) : state_(state), outer_(innermost) {
+access_scope::access_scope(state_ref state) : state_(std::move(state)), outer_(innermost) {
   if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->begin_access();
   innermost = this;
@@ -553,7 +553,7 @@ std::size_t Reader::read(std::span<std::byte> out) {
 
 // --- SecretFactory --------------------------------------------------------
 
-SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) : core_(nullptr) {
+SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) {
   if (!b) throw error(errc::invalid_argument, "SecretFactory needs a backend, got a null pointer");
   core_ = new detail::factory_core(std::move(b));
 }
@@ -561,6 +561,7 @@ SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) : core_(n
 SecretFactory::SecretFactory(const SecretFactory& other) noexcept : core_(other.core_) { core_->retain(); }
 
 SecretFactory& SecretFactory::operator=(const SecretFactory& other) noexcept {
+  if (this == &other) return *this;
   other.core_->retain();
   core_->drop();
   core_ = other.core_;

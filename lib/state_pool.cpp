@@ -67,8 +67,9 @@ void unlock_pool() noexcept;
 
 pool& the_pool() noexcept {
   // Never destroyed: secrets in static objects are freed during exit.
+  alignas(pool) static unsigned char storage[sizeof(pool)];  // NOLINT(*-avoid-c-arrays): raw storage, never destroyed
   static pool* const p = [] {
-    auto* created = new pool();
+    auto* created = new (storage) pool();
     pthread_atfork(lock_pool, unlock_pool, unlock_pool);
     return created;
   }();

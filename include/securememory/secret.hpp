@@ -71,7 +71,7 @@ inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_funct
 /// the access state machine). Used by Secret::with_bytes; not for direct use.
 class SECUREMEMORY_API access_scope {
  public:
-  explicit access_scope(const state_ref& state);  // throws error(closed / protection_failed)
+  explicit access_scope(state_ref state);  // throws error(closed / protection_failed)
   access_scope(const access_scope&) = delete;
   access_scope& operator=(const access_scope&) = delete;
   ~access_scope();  // re-protects if finish() was not reached; never throws
@@ -204,7 +204,7 @@ class SECUREMEMORY_API SecretFactory {
   [[nodiscard]] std::string_view backend() const noexcept;
 
  private:
-  detail::factory_core* core_;  // counted: by each factory copy and each secret
+  detail::factory_core* core_ = nullptr;  // counted: by each factory copy and each secret
 };
 
 }  // namespace securememory
