@@ -133,13 +133,10 @@ def machine_text(context):
     except OSError:
         pass
     load = context.get("load_avg", [])
-    try:
-        end_load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        end_load = "?"
+    end_load = context.get("load_avg_end", [])
     return (f"{cpu}, {context.get('num_cpus', os.cpu_count())} CPUs at {context.get('mhz_per_cpu', '?')} MHz; "
             f"Linux {platform.release()}; load average (1, 5, 15 min) at start "
-            f"{', '.join(f'{x:.1f}' for x in load) or '?'}, at the end of the report {end_load}; "
+            f"{', '.join(f'{x:.1f}' for x in load) or '?'}, at the end {', '.join(f'{x:.1f}' for x in end_load) or '?'}; "
             f"{context.get('date', datetime.datetime.now().isoformat())}; commit {commit}; "
             f"libbenchmark itself built as {context.get('library_build_type', '?')} (Debian's package)")
 
@@ -305,6 +302,12 @@ def main():
             cmd.append(f"--benchmark_filter={args.filter}")
         print("running:", " ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # Google Benchmark records the load at the start only; keep the end too.
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+        data.setdefault("context", {})["load_avg_end"] = list(os.getloadavg())
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
     context, medians = load(json_path)
     text = report(medians, context, args.repetitions)
     print(text)
