@@ -243,22 +243,33 @@ def plot(medians, path):
     series = {}
     for (name, threads), ips in medians.items():
         series.setdefault(name, {})[threads] = ips
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 6))
+    # One colour per backend (baselines grey), one marker per benchmark kind,
+    # dashed for the raw floors and baselines.
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    backends = sorted({n.split("/")[-1] if n.startswith("floor/") else n.split("/")[1] for n in series
+                       if not n.startswith(("baseline/", "peer/"))})
+    colour = {b: palette[i % len(palette)] for i, b in enumerate(backends)}
+    markers = {"with_bytes": "s", "with_bytes_shared": "o", "with_bytes_distinct": "^"}
     for name in sorted(series):
         points = sorted(series[name].items())
         toggles = name.startswith(("with_bytes", "floor/with_bytes")) or name.endswith("mprotect_pair")
         if len(points) < 2 and not toggles:
             continue  # create/close and peers: not a with_bytes throughput
+        parts = name.split("/")
+        baseline = name.startswith("baseline/")
+        kind = parts[1] if name.startswith("floor/") else parts[0]
+        backend = parts[-1] if name.startswith("floor/") else (parts[1] if len(parts) > 1 else "")
         style = "--" if name.startswith(("floor/", "baseline/")) else "-"
-        ax.plot([t for t, _ in points], [v for _, v in points], style, marker="o" if len(points) > 1 else "s",
-                label=name)
+        ax.plot([t for t, _ in points], [v for _, v in points], style, marker=markers.get(kind, "x"),
+                color="grey" if baseline else colour.get(backend, "black"), label=name)
     ax.set_xlabel("threads")
     ax.set_ylabel("with_bytes (or protection toggles) per second, all threads")
     ax.set_xticks([1, 2, 4])
     ax.set_yscale("log")
     ax.set_title("securememory: throughput against threads (medians; dashed: raw floors and baselines)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"plot written to {path}", file=sys.stderr)
