@@ -262,17 +262,21 @@ SM_TEST("10,000 live secrets hold no descriptor; each is a mapping of its own be
   CHECK(open_descriptors() == fds_before);
 }
 
-SM_TEST("reading past a secretmem secret's last page faults on its guard page", "[secretmem][guard]") {
+SM_TEST("reading past a secretmem secret's last page faults on its guard page, even while the next secret is open", "[secretmem][guard]") {
   if (!secretmem_here()) return;
   auto factory = securememory::make_factory("secretmem");
   const auto r = test::run_in_child([&factory] {
-    // A fresh process: the parent's arenas are not mapped here, so this
-    // secret opens the child's first arena, followed by its guard.
-    const auto secret = factory.create_random(page);
-    secret.with_bytes([](std::span<const std::byte> b) {
-      (void)*static_cast<const volatile std::byte*>(b.data() + page);
+    // A fresh process: the parent's arenas are not mapped here, so these
+    // two secrets open the child's first arena. Without a guard the page
+    // after the first would be the second, readable while it is open.
+    const auto first = factory.create_random(page);
+    const auto second = factory.create_random(page);
+    return second.with_bytes([&](std::span<const std::byte>) {
+      return first.with_bytes([](std::span<const std::byte> b) {
+        (void)*static_cast<const volatile std::byte*>(b.data() + page);
+        return 2;  // read past the end without a fault
+      });
     });
-    return 0;  // not reached
   });
   INFO(r.describe());
   CHECK(r.signaled);
