@@ -42,6 +42,12 @@ PEERS = ["openssl", "botan"]
 CREATE_TARGET = {"memguard": 1.10, "protectedmemory": 0.5, "secretmem": 0.5}
 WITH_BYTES_TARGET = 1.10
 SHARED_TARGET = 1.5
+# A backend that makes no system call per access or, once warm, per
+# creation has no raw floor; its rows are compared with this backend's same
+# benchmark instead (column "vs <REFERENCE>"), and issue 8's targets apply.
+REFERENCE = "protectedmemory"
+SEALED_WITH_BYTES_TARGET = 0.25  # issue 8: sealed's with_bytes time <= 0.25x protectedmemory's
+SEALED_DISTINCT_TARGET = 1.6  # issue 8: 2 threads on distinct secrets >= 1.6x one thread's throughput
 
 
 def parse_name(run_name):
@@ -127,8 +133,10 @@ def machine_text(context):
     except OSError:
         pass
     load = context.get("load_avg", [])
+    end_load = context.get("load_avg_end", [])
     return (f"{cpu}, {context.get('num_cpus', os.cpu_count())} CPUs at {context.get('mhz_per_cpu', '?')} MHz; "
-            f"Linux {platform.release()}; load average at start {', '.join(f'{x:.1f}' for x in load) or '?'}; "
+            f"Linux {platform.release()}; load average (1, 5, 15 min) at start "
+            f"{', '.join(f'{x:.1f}' for x in load) or '?'}, at the end {', '.join(f'{x:.1f}' for x in end_load) or '?'}; "
             f"{context.get('date', datetime.datetime.now().isoformat())}; commit {commit}; "
             f"libbenchmark itself built as {context.get('library_build_type', '?')} (Debian's package)")
 
@@ -141,8 +149,9 @@ def report(medians, context, repetitions):
     out(f"Medians of {repetitions} repetitions. Ratios are time per operation divided by the floor's or the "
         "peer's (below 1: faster).")
     out("")
-    out("| benchmark | threads | median per op | ops/s | vs floor | " + " | ".join(f"vs {p}" for p in PEERS) + " |")
-    out("|---|---|---|---|---|" + "---|" * len(PEERS))
+    out("| benchmark | threads | median per op | ops/s | vs floor | " + " | ".join(f"vs {p}" for p in PEERS)
+        + f" | vs {REFERENCE} |")
+    out("|---|---|---|---|---|" + "---|" * (len(PEERS) + 1))
     missing_floor = set()
     lib = sorted((k for k in medians if not k[0].startswith(("floor/", "baseline/", "peer/"))))
     for name, threads in lib:
@@ -157,11 +166,15 @@ def report(medians, context, repetitions):
             pname = peer_of(name, p)
             pkey = (pname, 1)
             peer_ratios.append(medians[pkey] / ips if pname and pkey in medians else None)
+        parts = name.split("/")
+        rkey = ("/".join([parts[0], REFERENCE] + parts[2:]), threads)
+        ref_ratio = medians[rkey] / ips if parts[1] != REFERENCE and rkey in medians else None
         out(f"| {name} | {threads} | {fmt_ns(ns(ips))} | {ips:,.0f} | {fmt_ratio(floor_ratio)} | "
-            + " | ".join(fmt_ratio(r) for r in peer_ratios) + " |")
+            + " | ".join(fmt_ratio(r) for r in peer_ratios) + f" | {fmt_ratio(ref_ratio)} |")
     out("")
     for b in sorted(missing_floor):
-        out(f"No raw floor is measured for some benchmarks of backend {b}: those ratios are shown as '-'.")
+        out(f"No raw floor is measured for some benchmarks of backend {b}: those ratios are shown as '-' "
+            f"(see the column vs {REFERENCE}).")
     out("")
     out("Baselines and peers (no library around them):")
     out("")
@@ -182,6 +195,11 @@ def report(medians, context, repetitions):
             r = medians[fkey] / medians[key]
             out(f"| with_bytes, 1 thread, {b}: <= {WITH_BYTES_TARGET:.2f}x floor | {r:.2f}x | "
                 f"{'yes' if r <= WITH_BYTES_TARGET else 'NO'} |")
+        elif b == "sealed" and (f"with_bytes/{REFERENCE}", 1) in medians and key in medians:
+            r = medians[(f"with_bytes/{REFERENCE}", 1)] / medians[key]
+            out(f"| with_bytes, 1 thread, {b} (no system call, no floor; issue 8): <= "
+                f"{SEALED_WITH_BYTES_TARGET:.2f}x {REFERENCE}'s | {r:.2f}x | "
+                f"{'yes' if r <= SEALED_WITH_BYTES_TARGET else 'NO'} |")
         else:
             out(f"| with_bytes, 1 thread, {b}: <= {WITH_BYTES_TARGET:.2f}x floor | no floor for {b} | - |")
         for size in ("32", "4096", "1048576"):
@@ -205,6 +223,10 @@ def report(medians, context, repetitions):
             scale = f", {medians[lib2] / one:.2f}x one thread" if one else ""
             out(f"| distinct secrets, 2 threads, {b}: no regression vs floor (<= 1.10x) | {r:.2f}x floor{scale} | "
                 f"{'yes' if r <= 1.10 else 'NO'} |")
+        elif b == "sealed" and lib2 in medians and (lib2[0], 1) in medians:
+            r = medians[lib2] / medians[(lib2[0], 1)]
+            out(f"| distinct secrets, 2 threads, {b} (issue 8): >= {SEALED_DISTINCT_TARGET:.1f}x one thread | "
+                f"{r:.2f}x | {'yes' if r >= SEALED_DISTINCT_TARGET else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -221,22 +243,33 @@ def plot(medians, path):
     series = {}
     for (name, threads), ips in medians.items():
         series.setdefault(name, {})[threads] = ips
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 6))
+    # One colour per backend (baselines grey), one marker per benchmark kind,
+    # dashed for the raw floors and baselines.
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    backends = sorted({n.split("/")[-1] if n.startswith("floor/") else n.split("/")[1] for n in series
+                       if not n.startswith(("baseline/", "peer/"))})
+    colour = {b: palette[i % len(palette)] for i, b in enumerate(backends)}
+    markers = {"with_bytes": "s", "with_bytes_shared": "o", "with_bytes_distinct": "^"}
     for name in sorted(series):
         points = sorted(series[name].items())
         toggles = name.startswith(("with_bytes", "floor/with_bytes")) or name.endswith("mprotect_pair")
         if len(points) < 2 and not toggles:
             continue  # create/close and peers: not a with_bytes throughput
+        parts = name.split("/")
+        baseline = name.startswith("baseline/")
+        kind = parts[1] if name.startswith("floor/") else parts[0]
+        backend = parts[-1] if name.startswith("floor/") else (parts[1] if len(parts) > 1 else "")
         style = "--" if name.startswith(("floor/", "baseline/")) else "-"
-        ax.plot([t for t, _ in points], [v for _, v in points], style, marker="o" if len(points) > 1 else "s",
-                label=name)
+        ax.plot([t for t, _ in points], [v for _, v in points], style, marker=markers.get(kind, "x"),
+                color="grey" if baseline else colour.get(backend, "black"), label=name)
     ax.set_xlabel("threads")
     ax.set_ylabel("with_bytes (or protection toggles) per second, all threads")
     ax.set_xticks([1, 2, 4])
     ax.set_yscale("log")
     ax.set_title("securememory: throughput against threads (medians; dashed: raw floors and baselines)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"plot written to {path}", file=sys.stderr)
@@ -280,6 +313,12 @@ def main():
             cmd.append(f"--benchmark_filter={args.filter}")
         print("running:", " ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # Google Benchmark records the load at the start only; keep the end too.
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+        data.setdefault("context", {})["load_avg_end"] = list(os.getloadavg())
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
     context, medians = load(json_path)
     text = report(medians, context, args.repetitions)
     print(text)

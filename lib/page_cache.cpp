@@ -9,6 +9,11 @@
 // total against the process-wide bound, evicting this cache's oldest runs
 // while it does not fit, and refuses when it still does not fit.
 //
+// When this cache holds no run to evict and the bound is still in the way,
+// put() releases the oldest runs of the other caches (each under its own
+// lock, never with ours held) and tries once more: the budget follows the
+// newest use, whichever backend it comes from.
+//
 // take() returns the most recently cached run of exactly the requested
 // length (LIFO: its pages are the likeliest to be hot in the TLB and cache).
 //
@@ -122,13 +127,25 @@ bool page_cache::put(run r) noexcept {
   const std::size_t limit = current_limit();
   if (limit == 0 || r.length > limit) return false;
   std::unique_lock lock(mutex_);
+  bool others_trimmed = false;
   for (;;) {
     std::size_t total = cached_total.load(std::memory_order_relaxed);
     if (total + r.length <= limit) {
       if (cached_total.compare_exchange_weak(total, total + r.length, std::memory_order_relaxed)) break;
       continue;
     }
-    if (runs_.empty()) return false;  // the budget is held by other caches
+    if (runs_.empty()) {
+      // The budget is held by other caches: the newest use wins, as within
+      // one cache. Their locks are taken one at a time, never with ours.
+      if (others_trimmed) return false;
+      others_trimmed = true;
+      lock.unlock();
+      for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+        if (c != this) c->release_until(limit - r.length);
+      }
+      lock.lock();
+      continue;
+    }
     const run victim = runs_.front();
     runs_.pop_front();
     cached_total.fetch_sub(victim.length, std::memory_order_relaxed);

@@ -1,7 +1,7 @@
 // securememory internal: a bounded cache of wiped, no-access, locked pages.
 //
-// Reusable by any backend that hands out whole page runs (protectedmemory;
-// secretmem can use it for its slots). The cache makes no system call of
+// Reusable by any backend that hands out whole page runs (protectedmemory's
+// mappings, secretmem's slots). The cache makes no system call of
 // its own: a run it evicts goes back through the owner's `release` hook,
 // which calls lib/os/. Every instance is created once and never destroyed.
 #pragma once
@@ -45,8 +45,11 @@ class page_cache {
   [[nodiscard]] run take(std::size_t length) noexcept;
 
   /// Offers a run that the caller has wiped and made no-access and that is
-  /// still locked. Evicts this cache's oldest runs to make room. Returns
-  /// false when it does not fit: the caller then releases it itself.
+  /// still locked. Evicts this cache's oldest runs to make room, then, when
+  /// this cache is empty and the bound is still in the way, the other
+  /// caches' oldest runs. Returns false when it does not fit: the caller
+  /// then releases it itself. Call it with none of the owner's locks that
+  /// its release hook takes.
   [[nodiscard]] bool put(run r) noexcept;
 
   /// Releases every run of every cache (memlock pressure). Returns the

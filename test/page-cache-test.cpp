@@ -1,6 +1,7 @@
-// The page cache (lib/page_cache.cpp) as protectedmemory uses it: closed
-// secrets' pages are wiped, no-access, still locked, don't-dump and
-// wipe-on-fork while cached; a recycled page never shows an earlier
+// The page cache (lib/page_cache.cpp) as protectedmemory and secretmem use
+// it: closed secrets' pages are wiped, no-access, still locked, don't-dump
+// and wipe-on-fork (secretmem: not in a child at all) while cached; the
+// bound is shared by the caches and follows the newest use; a recycled page never shows an earlier
 // secret's bytes; the bound holds and is counted; memlock pressure empties
 // the cache before an allocation fails; failures on the cached paths hold
 // nothing; a forked child never recycles its parent's (unlocked) pages.
@@ -8,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 using securememory::errc;
@@ -17,12 +19,7 @@ namespace {
 
 constexpr std::size_t page = 4096;
 
-// Closes every cached run first (0), then sets the bound for the test.
-struct fresh_cache {
-  explicit fresh_cache(std::size_t bytes) : off(0), on(bytes) {}
-  test::page_cache_limit off;
-  test::page_cache_limit on;
-};
+using fresh_cache = test::fresh_page_cache;
 
 const std::byte* page_of(const std::byte* p) {
   return reinterpret_cast<const std::byte*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{page - 1});
@@ -45,24 +42,45 @@ TEST_CASE("SECUREMEMORY_PAGE_CACHE sets the bound (default 1M)", "[page-cache]")
 }
 
 SM_TEST("a recycled page never shows a previous secret's bytes", "[page-cache]") {
+  const std::string name = GENERATE("protectedmemory", "secretmem");
+  CAPTURE(name);
+  if (!securememory::backend_available(name)) {
+    WARN("skipped: backend " << name << " is not available on this host");
+    return;
+  }
   const fresh_cache cache(1U << 20U);
-  auto factory = securememory::make_factory("protectedmemory");
+  auto factory = securememory::make_factory(name);
   auto first_source = test::pattern(page, 1);
   auto first = factory.create(first_source);
   const auto* addr = test::address_of(first);
   const auto before = securememory::metrics();
   first.close();
   REQUIRE(securememory::metrics().cached_bytes == before.cached_bytes + page);
+  CHECK(securememory::metrics().locked_bytes == before.locked_bytes - page);
 
-  // While cached: no-access, locked, don't-dump, wipe-on-fork, all zeros.
+  // While cached: no-access, locked, don't-dump, all zeros, and
+  // wipe-on-fork (protectedmemory) or not mapped in a child at all
+  // (secretmem: shared mappings cannot be wipe-on-fork). secretmem's slot
+  // stays in its arena as a mapping of its own.
   const auto cached = test::find_mapping(addr);
   REQUIRE(cached);
   CHECK(cached->perms.substr(0, 3) == "---");
   CHECK(cached->has_flag("lo"));
   CHECK(cached->has_flag("dd"));
-  CHECK(cached->has_flag("wf"));
   CHECK(cached->locked_kb * 1024 == cached->end - cached->start);
-  CHECK(test::read_process_memory(addr, page) == std::vector<std::byte>(page));
+  if (name == "secretmem") {
+    CHECK(cached->has_flag("dc"));
+    CHECK(cached->end - cached->start == page);
+    // /proc/self/mem cannot read secretmem: look from outside the library,
+    // readable for a moment.
+    auto* p = const_cast<std::byte*>(addr);
+    REQUIRE(mprotect(p, page, PROT_READ) == 0);
+    CHECK(std::vector<std::byte>(p, p + page) == std::vector<std::byte>(page));
+    REQUIRE(mprotect(p, page, PROT_NONE) == 0);
+  } else {
+    CHECK(cached->has_flag("wf"));
+    CHECK(test::read_process_memory(addr, page) == std::vector<std::byte>(page));
+  }
 
   // A smaller secret gets the same page: its bytes, then zeros to the page end.
   auto second_source = test::pattern(100, 2);
@@ -87,6 +105,26 @@ SM_TEST("a recycled page never shows a previous secret's bytes", "[page-cache]")
       if (whole[i] != std::byte{0}) FAIL("byte " << i << " of a recycled page is not zero");
     }
   });
+}
+
+SM_TEST("the bound is shared: a cache holding none of it takes it from the others, newest use first", "[page-cache]") {
+  if (!securememory::backend_available("secretmem")) {
+    WARN("skipped: backend secretmem is not available on this host");
+    return;
+  }
+  const fresh_cache cache(page);
+  auto protectedmemory = securememory::make_factory("protectedmemory");
+  auto secretmem = securememory::make_factory("secretmem");
+  auto a = protectedmemory.create_random(32);
+  auto b = secretmem.create_random(32);
+  const auto* b_addr = test::address_of(b);
+  a.close();
+  REQUIRE(securememory::metrics().cached_bytes == page);  // protectedmemory's page holds the whole bound
+  b.close();  // secretmem's cache is empty: protectedmemory's page is released for it
+  CHECK(securememory::metrics().cached_bytes == page);
+  const auto again = secretmem.create_random(32);
+  CHECK(test::address_of(again) == b_addr);  // secretmem's slot was the one kept
+  CHECK(securememory::metrics().cached_bytes == 0);
 }
 
 SM_TEST("the cache is bounded, counted in cached_bytes (not locked_bytes), and 0 disables it", "[page-cache]") {
@@ -125,9 +163,17 @@ SM_TEST("the cache is bounded, counted in cached_bytes (not locked_bytes), and 0
 }
 
 SM_TEST("a recycled page that cannot be made writable is protection_failed and is released", "[page-cache][faults]") {
+  const std::string name = GENERATE("protectedmemory", "secretmem");
+  CAPTURE(name);
+  if (!securememory::backend_available(name)) {
+    WARN("skipped: backend " << name << " is not available on this host");
+    return;
+  }
   const fresh_cache cache(1U << 20U);
-  auto factory = securememory::make_factory("protectedmemory");
-  factory.create_random(32).close();
+  auto factory = securememory::make_factory(name);
+  auto closed = factory.create_random(32);
+  const auto* addr = test::address_of(closed);
+  closed.close();
   REQUIRE(securememory::metrics().cached_bytes == page);
   const auto expected = test::pattern(32);
   auto source = expected;
@@ -135,11 +181,15 @@ SM_TEST("a recycled page that cannot be made writable is protection_failed and i
     test::fault_injector fault(call::mprotect, ENOMEM);
     CHECK(test::error_of([&] { (void)factory.create(source); }) == errc::protection_failed);
     CHECK(fault.calls(call::mmap) == 0);  // it was the recycled page
-    CHECK(fault.calls(call::munlock) == 1);
+    // protectedmemory unlocks and unmaps it; secretmem returns the slot to
+    // its arena, which nothing else holds, so the arena is unmapped.
+    CHECK(fault.calls(call::munlock) == (name == "protectedmemory" ? 1 : 0));
     CHECK(fault.calls(call::munmap) == 1);
   }
   CHECK(source == expected);
   CHECK(securememory::metrics().cached_bytes == 0);
+  const auto gone = test::find_mapping(addr);
+  CHECK((!gone || !gone->has_flag("dd")));
 }
 
 SM_TEST("a page that cannot be made no-access again at release is not cached, but released", "[page-cache][faults]") {

@@ -1,9 +1,10 @@
 // The secretmem backend on the real kernel: availability and its probe,
-// arenas (descriptors and mappings for 10,000 secrets), wiping and slot
-// reuse, every creation failure through the lib/os/ hook, fork
-// (MADV_DONTFORK), threads, and what root sees through a child's
-// /proc/PID/mem (an error, never the bytes; protectedmemory's bytes, as the
-// contrast). The shared API and concurrency
+// arenas (descriptors and mappings for 10,000 secrets; every slot a mapping
+// of its own behind a guard page), wiping and slot reuse, the page cache of
+// wiped slots (recycling, bound, metrics, memlock pressure, fork), every
+// creation failure through the lib/os/ hook, fork (MADV_DONTFORK), threads,
+// and what root sees through a child's /proc/PID/mem (an error, never the
+// bytes; protectedmemory's bytes, as the contrast). The shared API and concurrency
 // suites, and the RLIMIT_MEMLOCK exhaustion in os-faults-test, also run over
 // it (they iterate backend_names()).
 #include "backends/secretmem.hpp"
@@ -32,6 +33,14 @@ using call = securememory::detail::os::call;
 namespace {
 
 constexpr std::size_t page = 4096;
+
+// Every line of /proc/self/maps: the process's mapping count.
+std::size_t all_mappings() {
+  std::ifstream in("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
 
 std::size_t open_descriptors() {
   std::size_t n = 0;
@@ -68,6 +77,17 @@ struct fresh_probe {
 bool all_zero(const std::byte* p, std::size_t n) {
   return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
 }
+
+// Looks at a no-access slot from outside the library (/proc/self/mem cannot
+// read secretmem): readable for a moment, all zeros?
+bool zero_from_outside(const std::byte* slot, std::size_t length) {
+  auto* p = const_cast<std::byte*>(slot);
+  if (mprotect(p, length, PROT_READ) != 0) return false;
+  const bool zero = all_zero(p, length);
+  return mprotect(p, length, PROT_NONE) == 0 && zero;
+}
+
+using fresh_cache = test::fresh_page_cache;
 
 }  // namespace
 
@@ -144,12 +164,14 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
       {call::mmap, ENOMEM, 0, 1, errc::out_of_memory},
       {call::mmap, EAGAIN, 0, 1000, errc::memlock_limit},   // every size refused
       {call::madvise, EINVAL, 0, 1, errc::protection_failed},  // MADV_DONTFORK
+      {call::mmap, ENOMEM, 1, 1, errc::out_of_memory},      // the guard page after the slot
       {call::mprotect, ENOMEM, 0, 1, errc::protection_failed}, // the slot cannot be made writable
       {call::mprotect, ENOMEM, 1, 1, errc::protection_failed}, // nor no-access after filling
   }));
   CAPTURE(securememory::detail::os::call_name(c.target), c.err, c.skip);
+  const test::page_cache_limit no_cache(0);  // no cached slot: the create must make an arena
   auto factory = securememory::make_factory("secretmem");
-  REQUIRE(secretmem_mappings() == 0);  // no arena yet: the create must make one
+  REQUIRE(secretmem_mappings() == 0);
   const auto fds = open_descriptors();
   const auto expected = test::pattern(100);
   auto source = expected;
@@ -164,7 +186,10 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
     CHECK(fault.injected() >= 1);
     const int failed = fault.injected();
     CHECK(fault.calls(call::memfd_secret) - (c.target == call::memfd_secret ? failed : 0) == fault.calls(call::close));
-    CHECK(fault.calls(call::mmap) - (c.target == call::mmap ? failed : 0) == fault.calls(call::munmap));
+    // The arena was mapped exactly when a step after its mmap failed; one
+    // munmap then takes it, guard page included.
+    const bool arena_mapped = c.target == call::madvise || c.target == call::mprotect || c.skip == 1;
+    CHECK(fault.calls(call::munmap) == (arena_mapped ? 1 : 0));
   }
   CHECK(source == expected);
   CHECK(failure->what.find(securememory::detail::os::call_name(c.target)) != std::string::npos);
@@ -177,35 +202,85 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
   CHECK(factory.create(source).size() == 100);  // works again once the fault is gone
 }
 
-SM_TEST("10,000 live secrets hold no descriptor and a few mappings, each secret on its own page", "[secretmem][arenas]") {
+SM_TEST("10,000 live secrets hold no descriptor; each is a mapping of its own behind a guard page, so opening one splits nothing", "[secretmem][arenas]") {
   if (!secretmem_here()) return;
   constexpr std::size_t count = 10000;
+  const test::page_cache_limit no_cache(0);  // closing must unmap the arenas at once
   auto factory = securememory::make_factory("secretmem");
   const auto fds_before = open_descriptors();
   const auto maps_before = secretmem_mappings();
+  const auto all_before = all_mappings();
   const auto locked_before = securememory::metrics().locked_bytes;
   std::vector<securememory::Secret> secrets;
   secrets.reserve(count);
   for (std::size_t i = 0; i < count; ++i) secrets.push_back(factory.create_random(32));
   const auto fds = open_descriptors() - fds_before;
   const auto maps = secretmem_mappings() - maps_before;
-  WARN("10,000 secretmem secrets: " << fds << " extra descriptors, " << maps << " secretmem mappings");
-  CHECK(fds <= 2);    // one descriptor per secret would be 10,000
-  CHECK(maps <= 32);  // one mapping per secret would be 10,000
+  const auto all = all_mappings() - all_before;
+  WARN("10,000 secretmem secrets: " << fds << " extra descriptors, " << maps << " secretmem mappings, " << all
+                                     << " mappings in all (guard pages included)");
+  CHECK(fds <= 2);  // one descriptor per secret would be 10,000
+  // A mapping per slot, plus at most one free remainder per arena (a few
+  // dozen arenas for 10,000 one-page secrets); a guard mapping after each slot.
+  CHECK(maps >= count);
+  CHECK(maps <= count + 64);
+  CHECK(all <= 2 * count + 64);
   CHECK(securememory::metrics().locked_bytes - locked_before == count * page);
   std::set<std::uintptr_t> pages;
   for (const auto& s : secrets) pages.insert(reinterpret_cast<std::uintptr_t>(test::address_of(s)) / page);
   CHECK(pages.size() == count);
-  // Opening one secret opens its page only.
+  // Each secret is exactly one mapping, and the page after it a no-access
+  // anonymous guard holding no memory.
+  for (const std::size_t i : {std::size_t{0}, std::size_t{1}, std::size_t{500}, std::size_t{5000}, count - 1}) {
+    CAPTURE(i);
+    const auto* addr = test::address_of(secrets[i]);
+    const auto own = test::find_mapping(addr);
+    REQUIRE(own);
+    CHECK(own->start == reinterpret_cast<std::uintptr_t>(addr));
+    CHECK(own->end - own->start == page);
+    const auto guard = test::find_mapping(addr + page);
+    REQUIRE(guard);
+    CHECK(guard->perms == "---p");
+    CHECK(guard->rss_kb == 0);
+  }
+  // Opening one secret opens its page only, and splits no mapping.
   const auto* next = test::address_of(secrets[501]);
   secrets[500].with_bytes([&](std::span<const std::byte> b) {
-    CHECK(test::find_mapping(b.data())->perms.substr(0, 3) == "r--");
+    const auto open = test::find_mapping(b.data());
+    REQUIRE(open);
+    CHECK(open->perms.substr(0, 3) == "r--");
+    CHECK(open->end - open->start == page);
     CHECK(test::find_mapping(next)->perms.substr(0, 3) == "---");
+    CHECK(secretmem_mappings() - maps_before == maps);
   });
-  CHECK(secretmem_mappings() - maps_before == maps);  // the slot merged back into its arena
+  CHECK(secretmem_mappings() - maps_before == maps);
   secrets.clear();
-  CHECK(secretmem_mappings() == maps_before);  // empty arenas are unmapped
+  CHECK(secretmem_mappings() == maps_before);  // empty arenas are unmapped, guard pages with them
+  // The 10,000 guard pages went with their arenas (the allocator and the
+  // sanitizer runtimes may add a few dozen mappings of their own).
+  CHECK(all_mappings() <= all_before + 100);
   CHECK(open_descriptors() == fds_before);
+}
+
+SM_TEST("reading past a secretmem secret's last page faults on its guard page, even while the next secret is open", "[secretmem][guard]") {
+  if (!secretmem_here()) return;
+  auto factory = securememory::make_factory("secretmem");
+  const auto r = test::run_in_child([&factory] {
+    // A fresh process: the parent's arenas are not mapped here, so these
+    // two secrets open the child's first arena. Without a guard the page
+    // after the first would be the second, readable while it is open.
+    const auto first = factory.create_random(page);
+    const auto second = factory.create_random(page);
+    return second.with_bytes([&](std::span<const std::byte>) {
+      return first.with_bytes([](std::span<const std::byte> b) {
+        (void)*static_cast<const volatile std::byte*>(b.data() + page);
+        return 2;  // read past the end without a fault
+      });
+    });
+  });
+  INFO(r.describe());
+  CHECK(r.signaled);
+  CHECK(r.signal == SIGSEGV);
 }
 
 SM_TEST("smaps: arenas are locked, don't-dump and don't-fork; idle slots no-access", "[secretmem][smaps]") {
@@ -228,32 +303,44 @@ SM_TEST("smaps: arenas are locked, don't-dump and don't-fork; idle slots no-acce
 
 SM_TEST("a released slot is wiped and no-access, and its reuse starts from zeros", "[secretmem][wipe]") {
   if (!secretmem_here()) return;
+  const std::size_t limit = GENERATE(std::size_t{0}, std::size_t{1} << 20U);  // back to the arena, or to the cache
+  CAPTURE(limit);
+  const fresh_cache cache(limit);
+  REQUIRE(secretmem_mappings() == 0);
   const auto backend = securememory::detail::make_secretmem();
-  auto keeper = backend->allocate(1);  // keeps the arena alive, so the slot is reused
-  auto victim = backend->allocate(3 * page);
+  auto keeper = backend->allocate(1);  // page 0 of a 4-page arena, its guard at 1: keeps the arena
+  auto victim = backend->allocate(2 * page);  // pages 2 and 3, the arena's end
+  REQUIRE(victim.data == keeper.data + 2 * page);
   const auto bytes = test::pattern(victim.mapped, 5);
   std::memcpy(victim.data, bytes.data(), bytes.size());
   backend->protect(victim, securememory::access::none);
   std::byte* const slot = victim.data;
   const std::size_t length = victim.mapped;
   backend->release(victim);
+  CHECK(securememory::metrics().cached_bytes == (limit != 0 ? length : 0));
   CHECK(test::find_mapping(slot)->perms.substr(0, 3) == "---");
-  REQUIRE(mprotect(slot, length, PROT_READ) == 0);  // look at the free slot from outside the library
-  CHECK(all_zero(slot, length));
-  REQUIRE(mprotect(slot, length, PROT_NONE) == 0);
-  auto reused = backend->allocate(3 * page);
-  REQUIRE(reused.data == slot);  // first fit gives the same slot back
+  CHECK(zero_from_outside(slot, length));
+  auto reused = backend->allocate(2 * page);
+  REQUIRE(reused.data == slot);  // the free segment, or the cached slot
+  CHECK(securememory::metrics().cached_bytes == 0);
   CHECK(all_zero(reused.data, reused.mapped));
+  backend->protect(reused, securememory::access::none);
   backend->release(reused);
+  backend->protect(keeper, securememory::access::none);
   backend->release(keeper);
+  securememory::set_page_cache_limit(0);  // (the scope restores the bound)
   CHECK(secretmem_mappings() == 0);
 }
 
-SM_TEST("a slot that could not be wiped is reported and never reused", "[secretmem][wipe]") {
+SM_TEST("a slot that could not be wiped is reported, never cached and never reused", "[secretmem][wipe]") {
   if (!secretmem_here()) return;
+  const std::size_t limit = GENERATE(std::size_t{0}, std::size_t{1} << 20U);
+  CAPTURE(limit);
+  const fresh_cache cache(limit);
   const auto backend = securememory::detail::make_secretmem();
   auto keeper = backend->allocate(1);
   auto victim = backend->allocate(page);
+  backend->protect(victim, securememory::access::none);
   std::byte* const slot = victim.data;
   {
     test::fault_injector fault(call::mprotect, ENOMEM);  // the release cannot make the slot writable
@@ -265,11 +352,99 @@ SM_TEST("a slot that could not be wiped is reported and never reused", "[secretm
       CHECK(std::string(e.what()).find("NOT be wiped") != std::string::npos);
     }
   }
+  CHECK(securememory::metrics().cached_bytes == 0);
   auto next = backend->allocate(page);
   CHECK(next.data != slot);
   backend->release(next);
   backend->release(keeper);
+  securememory::set_page_cache_limit(0);
   CHECK(secretmem_mappings() == 0);  // the arena went, quarantined slot and all
+}
+
+SM_TEST("cached secretmem slots are bounded, counted in cached_bytes, keep their arena, and 0 disables them", "[secretmem][page-cache]") {
+  if (!secretmem_here()) return;
+  auto factory = securememory::make_factory("secretmem");
+  {
+    const fresh_cache cache(2 * page);
+    REQUIRE(secretmem_mappings() == 0);
+    const auto start = securememory::metrics();
+    std::vector<securememory::Secret> held;
+    for (int i = 0; i < 4; ++i) held.push_back(factory.create_random(32));
+    held.clear();  // 4 slots closed, 2 kept
+    CHECK(securememory::metrics().cached_bytes == 2 * page);
+    CHECK(securememory::metrics().locked_bytes == start.locked_bytes);
+    CHECK(secretmem_mappings() > 0);  // the cached slots keep their arena(s)
+    (void)factory.create_random(3 * page);  // larger than the bound: never cached
+    CHECK(securememory::metrics().cached_bytes == 2 * page);
+    securememory::set_page_cache_limit(page);  // lowering the bound releases at once
+    CHECK(securememory::metrics().cached_bytes == page);
+    securememory::set_page_cache_limit(0);
+    CHECK(securememory::metrics().cached_bytes == 0);
+    CHECK(secretmem_mappings() == 0);  // nothing holds the arenas any more
+  }
+  {
+    const fresh_cache cache(0);
+    factory.create_random(32).close();
+    CHECK(securememory::metrics().cached_bytes == 0);
+    CHECK(secretmem_mappings() == 0);  // unmapped at once, as without a cache
+  }
+}
+
+SM_TEST("memlock pressure empties the page caches before a secretmem allocation fails", "[secretmem][page-cache][kernel]") {
+  if (!secretmem_here()) return;
+  const fresh_cache cache(1U << 20U);
+  const auto r = test::run_in_child([] {
+    if (!test::drop_cap_ipc_lock()) return 2;
+    const rlimit lim{64 * 1024, 64 * 1024};
+    if (setrlimit(RLIMIT_MEMLOCK, &lim) != 0) return 3;
+    auto secretmem = securememory::make_factory("secretmem");
+    auto protectedmemory = securememory::make_factory("protectedmemory");
+    // 32 KiB closed: its arena stays mapped for the cache, charged to the limit.
+    secretmem.create_random(8 * page).close();
+    if (securememory::metrics().cached_bytes != 8 * page) return 4;
+    // 48 KiB more does not fit beside it: the cache is emptied, then it fits.
+    auto big = secretmem.create_random(12 * page);
+    if (securememory::metrics().cached_bytes != 0) return 5;
+    big.close();
+    if (securememory::metrics().cached_bytes != 12 * page) return 6;
+    // The same for another backend's allocation: protectedmemory's mlock
+    // is refused until secretmem's cached slot (and its arena) is released.
+    auto other = protectedmemory.create_random(12 * page);
+    if (securememory::metrics().cached_bytes != 0) return 7;
+    other.close();
+    return 0;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+}
+
+SM_TEST("a forked child starts with no cached secretmem slot and makes its own", "[secretmem][page-cache][fork]") {
+  if (!secretmem_here()) return;
+  const fresh_cache cache(1U << 20U);
+  auto factory = securememory::make_factory("secretmem");
+  auto closed = factory.create_random(32);
+  const auto* cached_addr = test::address_of(closed);
+  closed.close();
+  REQUIRE(securememory::metrics().cached_bytes == page);
+  const auto expected = test::pattern(32, 3);
+  const auto r = test::run_in_child([&] {
+    if (securememory::metrics().cached_bytes != 0) return 2;
+    if (test::find_mapping(cached_addr)) return 3;  // MADV_DONTFORK: the parent's slot is not here
+    auto source = expected;
+    auto mine = factory.create(source);
+    const bool same = mine.with_bytes([&](std::span<const std::byte> b) {
+      return std::equal(b.begin(), b.end(), expected.begin(), expected.end());
+    });
+    return same ? 0 : 4;
+  });
+  INFO(r.describe());
+  CHECK(r.exited);
+  CHECK(r.exit_code == 0);
+  // The parent still has its cached slot, and recycles it.
+  CHECK(securememory::metrics().cached_bytes == page);
+  const auto again = factory.create_random(32);
+  CHECK(test::address_of(again) == cached_addr);
 }
 
 SM_TEST("after fork the parent's secretmem pages are not mapped in the child; it refuses the secret, closes it safely and makes its own", "[secretmem][fork]") {
@@ -454,8 +629,9 @@ SM_TEST("a fork while another thread holds the arena lock leaves the child a usa
   WARN("skipped under ThreadSanitizer: it reports the parent's other thread as leaked when the forked child exits");
   return;
 #endif
+  const test::page_cache_limit no_cache(0);  // the holder's create must make an arena
   auto factory = securememory::make_factory("secretmem");
-  REQUIRE(secretmem_mappings() == 0);  // the holder's create must make an arena
+  REQUIRE(secretmem_mappings() == 0);
   holder_inside = false;
   securememory::detail::os::set_fault_hook(hold_memfd_secret, nullptr);
   std::thread holder([&] {
@@ -507,5 +683,6 @@ SM_TEST("4 threads creating, reading and closing secretmem secrets share arenas 
   for (auto& t : pool) t.join();
   CHECK(wrong.load() == 0);
   CHECK(errors.load() == 0);
+  const test::page_cache_limit drop_cached(0);
   CHECK(secretmem_mappings() == 0);
 }

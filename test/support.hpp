@@ -64,6 +64,14 @@ class page_cache_limit {
   std::size_t previous_;
 };
 
+/// Empties every page cache (bound 0), then sets the bound for a scope; the
+/// bound in force before is restored at the end.
+struct fresh_page_cache {
+  explicit fresh_page_cache(std::size_t bytes) : off(0), on(bytes) {}
+  page_cache_limit off;
+  page_cache_limit on;
+};
+
 // ---- forked children ------------------------------------------------------
 
 struct child_result {

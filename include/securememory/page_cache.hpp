@@ -1,11 +1,15 @@
 // securememory: the page cache (recycling closed secrets' pages).
 //
 // Mapping, locking and unmapping pages costs several system calls per
-// secret. Backends that own whole pages (protectedmemory) therefore keep the
-// pages of closed secrets in a bounded cache instead of unmapping them: each
-// cached page has been wiped (all zeros), made no-access, and is still
-// locked, dump-excluded and wiped-on-fork. A new secret of the same page
-// count takes such pages with one mprotect instead of mmap + mlock + madvise.
+// secret. Backends that own whole pages (protectedmemory, secretmem)
+// therefore keep the pages of closed secrets in a bounded cache instead of
+// unmapping them: each cached page has been wiped (all zeros), made
+// no-access, and is still locked and dump-excluded (protectedmemory: and
+// wiped-on-fork; secretmem: not mapped in a child at all). A new secret of
+// the same page count takes such pages with one mprotect instead of
+// mmap + mlock + madvise (secretmem: instead of a new arena or slot). A
+// cached secretmem slot keeps its memfd_secret file alive, which blocks
+// hibernation: set the bound to 0 before hibernating.
 //
 // The bound is process-wide, in bytes, shared by every cache:
 //   - environment variable SECUREMEMORY_PAGE_CACHE, read once on first use:

@@ -1,20 +1,40 @@
 // securememory: the "secretmem" backend (see the layout in the header).
 //
-// Theory of operation. One mutex guards the list of arenas and their page
-// bitmaps; system calls on a single slot (mprotect, the wipe) run outside it,
-// because the state machine never hands the same region to two threads.
+// Theory of operation. One mutex guards the list of arenas and their free
+// segments; system calls on a single slot (mprotect, the wipe, the mmap of
+// its guard page) run outside it, because the state machine never hands the
+// same region to two threads.
 //
-//   allocate  under the lock: first fit over the arenas of this process
-//             (first free run of the secret's pages); if none fits, make an
-//             arena (memfd_secret, ftruncate, mmap PROT_NONE MAP_SHARED,
-//             close, MADV_DONTFORK). Then, unlocked: mprotect(RW) the slot.
+// Every slot is a mapping (VMA) of its own: the page after it is a guard (an
+// anonymous PROT_NONE page mapped MAP_FIXED over the arena's page) unless
+// the slot ends its arena, and the page before it is a guard or the arena's
+// start. A file mapping never merges with an anonymous one, so an mprotect
+// of one slot neither splits a VMA nor merges one back, which cost about
+// 2 us per with_bytes while slots shared their arena's VMA (measured;
+// docs/design.md). The guard is mapped, not a bare hole, so that the kernel
+// cannot place another mapping right behind a secret, and so that the whole
+// arena range is still ours to unmap. A guard is for good (the descriptor is
+// closed, so the page cannot be mapped again); a released slot becomes a
+// free segment bounded by guards, and segments never coalesce.
+//
+//   allocate  1. a slot of the same length from the page cache (wiped,
+//                PROT_NONE, still in its arena): one mprotect(RW);
+//             2. else, under the lock: the first free segment of exactly the
+//                secret's pages, else the first one longer than that (the
+//                page after the slot becomes its guard), else a new arena
+//                (memfd_secret, ftruncate, mmap PROT_NONE MAP_SHARED, close,
+//                MADV_DONTFORK). Then, unlocked: map the guard,
+//                mprotect(RW) the slot. When RLIMIT_MEMLOCK refuses even an
+//                arena of the secret's own pages, every page cache is emptied
+//                (unlocked) and the placement is tried once more.
 //   release   unlocked: mprotect(RW), sodium_memzero, mprotect(NONE); then
-//             under the lock: mark the pages free. An arena whose last secret
-//             is gone is unmapped at once (a live secretmem file blocks
-//             hibernation, so none is kept around "for later").
+//             the slot goes to the page cache (lib/page_cache.hpp; counted in
+//             metrics().cached_bytes; its arena stays mapped), or, when the
+//             cache refuses it, back to its arena as a free segment. An arena
+//             with neither a live nor a cached slot is unmapped at once.
 //
-// Invariant: a free page is zero and PROT_NONE. A slot that could not be
-// wiped is never marked free (quarantined); it disappears, zeroed by the
+// Invariant: a free or cached slot is zero and PROT_NONE. A slot that could
+// not be wiped is never made free (quarantined); it disappears, zeroed by the
 // kernel (mm/secretmem.c frees secretmem folios zeroed), when its arena is
 // unmapped.
 //
@@ -25,7 +45,9 @@
 // bookkeeping: the child has no such pages, and the address range may by now
 // hold one of the child's own mappings, which must not be touched. This is
 // why region::base points to the arena, not to memory: the address alone
-// cannot tell a parent's slot from a child's.
+// cannot tell a parent's slot from a child's. In the child the page cache
+// forgets its runs, and our child handler drops the parent's arenas that no
+// inherited secret points to.
 //
 // Availability is probed once per process (memfd_secret, then close); a
 // refusal by the kernel is remembered, a transient failure is not. Both
@@ -35,6 +57,7 @@
 
 #include "internal.hpp"
 #include "os/os.hpp"
+#include "page_cache.hpp"
 
 #include <securememory/error.hpp>
 
@@ -43,7 +66,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
-#include <limits>
+#include <map>
 #include <mutex>
 #include <pthread.h>
 #include <vector>
@@ -53,7 +76,6 @@ namespace {
 
 constexpr std::size_t min_arena_pages = 4;  // small first: the kernel charges a whole arena to RLIMIT_MEMLOCK at mmap
 constexpr std::size_t max_arena_pages = 1024;
-constexpr std::size_t no_run = std::numeric_limits<std::size_t>::max();
 
 constexpr const char* kernel_requirement =
     "memfd_secret needs Linux 5.14+ built with CONFIG_SECRETMEM, booted with secretmem.enable=1 on kernels "
@@ -76,42 +98,53 @@ bool refused_by_kernel(int err) noexcept { return err == ENOSYS || err == EINVAL
   throw_os_error(errc::out_of_memory, "cannot create a secretmem arena", "memfd_secret", err);
 }
 
-// One memfd_secret file, mapped once; its pages are handed out as slots.
+// One memfd_secret file, mapped once; its pages are handed out as slots,
+// each followed by a guard page unless it ends the arena.
 struct arena {
+  using segments = std::map<std::size_t, std::size_t>;  // first page -> pages
+
   std::byte* base = nullptr;
   std::size_t pages = 0;
   std::uint64_t generation = 0;  // fork generation it was mapped in
-  std::vector<bool> used;        // per page: held by a live or quarantined slot
-  std::size_t used_pages = 0;
-  std::size_t live = 0;  // live secrets
-  std::size_t hint = 0;  // no free page below this index
+  // Free segments, each zero and PROT_NONE, preceded by a guard or the
+  // arena's start and followed by a guard or the arena's end.
+  segments free;
+  std::size_t live = 0;    // slots of live secrets (their region::base points here)
+  std::size_t cached = 0;  // slots held by the page cache
 
-  // First index of `n` free pages in a row, or no_run.
-  [[nodiscard]] std::size_t find_run(std::size_t n) const noexcept {
-    if (pages - used_pages < n) return no_run;
-    std::size_t run = 0;
-    for (std::size_t i = hint; i < pages; ++i) {
-      run = used[i] ? 0 : run + 1;
-      if (run == n) return i + 1 - n;
-    }
-    return no_run;
+  [[nodiscard]] bool empty() const noexcept { return live == 0 && cached == 0; }
+
+  [[nodiscard]] bool contains(const std::byte* p) const noexcept {
+    return p >= base && p < base + pages * os::page_size();
   }
 
-  void take(std::size_t first, std::size_t n) noexcept {
-    std::fill_n(used.begin() + static_cast<std::ptrdiff_t>(first), n, true);
-    used_pages += n;
+  // The first free segment that can hold n pages: of exactly n pages
+  // (`exact`), or of more (the slot then needs a guard after it).
+  [[nodiscard]] segments::iterator find(std::size_t n, bool exact) noexcept {
+    return std::find_if(free.begin(), free.end(), [&](const auto& s) { return exact ? s.second == n : s.second > n; });
+  }
+
+  // Gives the first n pages of `segment` to a live secret. Returns true when
+  // the page after them must become a guard (the rest, if any, stays free).
+  // Never allocates: the segment's node is reused for the rest.
+  bool take(segments::iterator segment, std::size_t n) noexcept {
     ++live;
-    if (first == hint) hint = first + n;
+    auto node = free.extract(segment);
+    if (node.mapped() == n) return false;
+    if (node.mapped() > n + 1) {
+      node.key() += n + 1;
+      node.mapped() -= n + 1;
+      free.insert(std::move(node));
+    }
+    return true;
   }
+};
 
-  // A slot that could not be wiped stays marked used (quarantined).
-  void give_back(std::size_t first, std::size_t n, bool reusable) noexcept {
-    --live;
-    if (!reusable) return;
-    std::fill_n(used.begin() + static_cast<std::ptrdiff_t>(first), n, false);
-    used_pages -= n;
-    hint = std::min(hint, first);
-  }
+// Where a new slot goes.
+struct placement {
+  arena* a = nullptr;
+  std::size_t first = 0;  // page index in the arena
+  bool guard = false;     // the page after the slot must become a guard
 };
 
 // Closes a descriptor when the scope ends. A failed close is ignored: Linux
@@ -127,8 +160,10 @@ struct fd_closer {
 
 // Maps a fresh memfd_secret file of `want` pages, halving down to `need`
 // pages while RLIMIT_MEMLOCK refuses the size. Sets a.base and a.pages.
+// Returns false when RLIMIT_MEMLOCK refuses even `need` pages; throws for
+// every other failure.
 // NOLINTNEXTLINE(bugprone-easily-swappable-parameters): need <= want, both pages
-void map_arena(arena& a, std::size_t need, std::size_t want) {
+bool map_arena(arena& a, std::size_t need, std::size_t want) {
   const std::size_t page = os::page_size();
   const int fd = os::memfd_secret(O_CLOEXEC);
   if (fd < 0) throw_memfd_secret_error(errno);
@@ -146,12 +181,9 @@ void map_arena(arena& a, std::size_t need, std::size_t want) {
       n = std::max(need, n / 2);
       continue;
     }
-    const std::string what = fmt::format("cannot map {} bytes of secretmem memory for a secret", n * page);
-    if (err == EAGAIN) {
-      throw_os_error(errc::memlock_limit, what.c_str(), "mmap", err,
-                     "secretmem pages count against RLIMIT_MEMLOCK. " + memlock_hint());
-    }
-    throw_os_error(errc::out_of_memory, what.c_str(), "mmap", err,
+    if (err == EAGAIN) return false;
+    throw_os_error(errc::out_of_memory,
+                   fmt::format("cannot map {} bytes of secretmem memory for a secret", n * page).c_str(), "mmap", err,
                    "free memory or raise the address-space limit (RLIMIT_AS, vm.max_map_count)");
   }
   if (os::advise(base, n * page, MADV_DONTFORK) != 0) {
@@ -161,6 +193,17 @@ void map_arena(arena& a, std::size_t need, std::size_t want) {
   }
   a.base = static_cast<std::byte*>(base);
   a.pages = n;
+  return true;
+}
+
+void release_cached_slot(void* base, std::size_t length) noexcept;
+
+// The cache of wiped slots; evicted slots go back to their arenas. No
+// forget hook: in a forked child the backend's own handler drops the
+// parent's arenas (none is mapped there).
+page_cache& cache() {
+  static auto* instance = new page_cache(release_cached_slot, nullptr);  // never destroyed
+  return *instance;
 }
 
 class secretmem final : public backend {
@@ -171,32 +214,24 @@ class secretmem final : public backend {
     const std::size_t page = os::page_size();
     const std::size_t length = round_to_pages(size);
     const std::size_t pages = length / page;
-    arena* a = nullptr;
-    std::size_t first = 0;
-    {
-      const std::lock_guard lock(mutex_);
-      const std::uint64_t generation = fork_generation();
-      for (const auto& candidate : arenas_) {
-        if (candidate->generation != generation) continue;  // a parent's arena: not mapped here
-        first = candidate->find_run(pages);
-        if (first != no_run) {
-          a = candidate.get();
-          break;
-        }
-      }
-      if (a == nullptr) {
-        a = add_arena_locked(pages, generation);
-        first = 0;
-      }
-      a->take(first, pages);
+    if (const page_cache::run cached = cache().take(length); cached.base != nullptr) {
+      return recycle(static_cast<std::byte*>(cached.base), size, length);
     }
-    std::byte* data = a->base + first * page;
+    const placement p = place(pages);
+    std::byte* data = p.a->base + p.first * page;
+    if (p.guard && os::map_guard(data + length, page) == nullptr) {
+      const int err = errno;
+      (void)give_back(p.a, p.first, pages, false, false);  // slot and page after it are never used again
+      throw_os_error(errc::out_of_memory, "cannot map the guard page after a secretmem slot", "mmap", err,
+                     "each secretmem secret costs 2 mappings (its slot and its guard page): raise "
+                     "vm.max_map_count or hold fewer secrets");
+    }
     if (os::protect(data, length, PROT_READ | PROT_WRITE) != 0) {
       const int err = errno;
-      (void)give_back(a, first, pages, true);  // never written: still zero and PROT_NONE; an unmap failure only leaks address space
+      (void)give_back(p.a, p.first, pages, true, false);  // never written: still zero and PROT_NONE
       throw_os_error(errc::protection_failed, "cannot make a secretmem slot writable", "mprotect", err);
     }
-    return region{.data = data, .size = size, .base = a, .mapped = length, .locked = length};
+    return region{.data = data, .size = size, .base = p.a, .mapped = length, .locked = length};
   }
 
   void protect(region& r, access a) override { protect_pages(r.data, r.mapped, r, a); }
@@ -206,23 +241,35 @@ class secretmem final : public backend {
   void lock_for_fork() noexcept { mutex_.lock(); }
   void unlock_after_fork() noexcept { mutex_.unlock(); }
 
+  // In the child, with the lock still held: every arena is the parent's and
+  // none is mapped here. Those no inherited secret points to are dropped;
+  // the page cache has forgotten the cached slots.
+  void forget_parent_arenas() noexcept {
+    std::erase_if(arenas_, [](const auto& a) { return a->live == 0; });
+    for (const auto& a : arenas_) a->cached = 0;
+  }
+
   void release(region& r) override {
     auto* a = static_cast<arena*>(r.base);
     const std::size_t page = os::page_size();
     const auto first = static_cast<std::size_t>(r.data - a->base) / page;
     const std::size_t pages = r.mapped / page;
+    const bool mapped_here = a->generation == fork_generation();  // else: MADV_DONTFORK kept these pages out of this process
     int wipe_err = 0;
     int seal_err = 0;
-    if (a->generation == fork_generation()) {
-      if (os::protect(r.data, r.mapped, PROT_READ | PROT_WRITE) == 0) {
+    if (mapped_here) {
+      if (r.current == access::read_write || os::protect(r.data, r.mapped, PROT_READ | PROT_WRITE) == 0) {
         sodium_memzero(r.data, r.mapped);
         if (os::protect(r.data, r.mapped, PROT_NONE) != 0) seal_err = errno;
       } else {
         wipe_err = errno;
       }
     }
-    // else: inherited over fork(); MADV_DONTFORK kept these pages out of this process.
-    const int unmap_err = give_back(a, first, pages, wipe_err == 0);
+    if (mapped_here && wipe_err == 0 && seal_err == 0 && page_cache::accepts(r.mapped) && to_cache(a, r.data, r.mapped)) {
+      r = region{};
+      return;
+    }
+    const int unmap_err = give_back(a, first, pages, wipe_err == 0, false);
     r = region{};
     if (wipe_err != 0) {
       throw_os_error(errc::protection_failed, "secret could NOT be wiped before release", "mprotect", wipe_err,
@@ -237,8 +284,106 @@ class secretmem final : public backend {
     }
   }
 
+  void release_after_fork(region& r) noexcept override {
+    auto* a = static_cast<arena*>(r.base);
+    (void)give_back(a, 0, 0, false, false);  // bookkeeping only: a parent's arena is never unmapped here
+    r = region{};
+  }
+
+  // The page cache evicts a slot: it goes back to its arena as a free
+  // segment (the arena is unmapped when nothing else holds it).
+  void evict(std::byte* data, std::size_t length) noexcept {
+    arena* a = nullptr;
+    {
+      const std::lock_guard lock(mutex_);
+      a = find_locked(data);
+    }
+    if (a == nullptr) return;  // cannot happen: a cached slot keeps its arena
+    const std::size_t page = os::page_size();
+    (void)give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, true, true);
+  }
+
  private:
-  // Makes an arena with at least `need` pages; see the sizes in the header.
+  // Takes a cached slot for a new secret: one mprotect.
+  region recycle(std::byte* data, std::size_t size, std::size_t length) {
+    arena* a = nullptr;
+    {
+      const std::lock_guard lock(mutex_);
+      a = find_locked(data);
+      if (a != nullptr) {
+        --a->cached;
+        ++a->live;
+      }
+    }
+    if (a == nullptr) {  // cannot happen: a cached slot keeps its arena
+      throw error(errc::out_of_memory, "a cached secretmem slot has no arena");
+    }
+    if (os::protect(data, length, PROT_READ | PROT_WRITE) != 0) {
+      const int err = errno;
+      const std::size_t page = os::page_size();
+      (void)give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, true, false);  // still wiped
+      throw_os_error(errc::protection_failed, "cannot make a recycled secretmem slot writable", "mprotect", err);
+    }
+    return region{.data = data, .size = size, .base = a, .mapped = length, .locked = length};
+  }
+
+  // Offers a wiped, no-access slot to the page cache. The arena counts it
+  // as cached before the put, so that a take by another thread right after
+  // the put finds the count in place.
+  bool to_cache(arena* a, std::byte* data, std::size_t length) {
+    {
+      const std::lock_guard lock(mutex_);
+      --a->live;
+      ++a->cached;
+    }
+    if (cache().put({data, length})) return true;
+    const std::lock_guard lock(mutex_);
+    --a->cached;
+    ++a->live;  // release() gives it back as a live slot
+    return false;
+  }
+
+  // The current-generation arena holding `p`, or nullptr.
+  arena* find_locked(const std::byte* p) const noexcept {
+    const std::uint64_t generation = fork_generation();
+    for (const auto& a : arenas_) {
+      if (a->generation == generation && a->contains(p)) return a.get();
+    }
+    return nullptr;
+  }
+
+  // Finds or makes room for a slot of `pages` pages and takes it.
+  placement place(std::size_t pages) {
+    for (bool retried = false;; retried = true) {
+      {
+        const std::lock_guard lock(mutex_);
+        const std::uint64_t generation = fork_generation();
+        for (const bool exact : {true, false}) {
+          for (const auto& a : arenas_) {
+            if (a->generation != generation) continue;  // a parent's arena: not mapped here
+            if (const auto segment = a->find(pages, exact); segment != a->free.end()) {
+              const std::size_t first = segment->first;
+              return {a.get(), first, a->take(segment, pages)};
+            }
+          }
+        }
+        if (arena* fresh = add_arena_locked(pages, generation); fresh != nullptr) {
+          return {fresh, 0, fresh->take(fresh->free.begin(), pages)};
+        }
+      }
+      // RLIMIT_MEMLOCK refused even the secret's own pages: empty the page
+      // caches (their hooks take our lock, so not under it) and try once more.
+      if (retried || page_cache::release_all_caches() == 0) {
+        throw_os_error(errc::memlock_limit,
+                       fmt::format("cannot map {} bytes of secretmem memory for a secret", pages * os::page_size())
+                           .c_str(),
+                       "mmap", EAGAIN, "secretmem pages count against RLIMIT_MEMLOCK. " + memlock_hint());
+      }
+    }
+  }
+
+  // Makes an arena with at least `need` pages (see the sizes in the
+  // header), or returns nullptr when RLIMIT_MEMLOCK refuses `need` pages.
   // NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
   arena* add_arena_locked(std::size_t need, std::uint64_t generation) {
     std::size_t capacity = 0;
@@ -249,9 +394,9 @@ class secretmem final : public backend {
     auto fresh = std::make_unique<arena>();
     fresh->generation = generation;
     arenas_.reserve(arenas_.size() + 1);  // so that nothing below can throw once the arena is mapped...
-    map_arena(*fresh, need, want);
+    if (!map_arena(*fresh, need, want)) return nullptr;
     try {
-      fresh->used.assign(fresh->pages, false);  // ...except this (bad_alloc)
+      fresh->free.emplace(0, fresh->pages);  // ...except this (bad_alloc)
     } catch (...) {
       os::unmap(fresh->base, fresh->pages * os::page_size());  // nothing written yet
       throw error(errc::out_of_memory, "cannot allocate the bookkeeping of a secretmem arena");
@@ -260,14 +405,23 @@ class secretmem final : public backend {
     return arenas_.back().get();
   }
 
-  // Returns a slot's pages; unmaps the arena when its last secret is gone.
-  // Returns munmap's errno, or 0.
-  int give_back(arena* a, std::size_t first, std::size_t pages, bool reusable) {
+  // Returns a live (or, `from_cache`, a cached) slot of `pages` pages at
+  // `first` to its arena: as a free segment when `reusable`, else it stays
+  // taken until the arena goes. Unmaps the arena when nothing holds it any
+  // more (only in the process that mapped it). Returns munmap's errno, or 0.
+  // NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
+  int give_back(arena* a, std::size_t first, std::size_t pages, bool reusable, bool from_cache) noexcept {
     std::unique_ptr<arena> empty;
     {
       const std::lock_guard lock(mutex_);
-      a->give_back(first, pages, reusable);
-      if (a->live == 0) {
+      --(from_cache ? a->cached : a->live);
+      if (reusable) {
+        try {
+          a->free.emplace(first, pages);
+        } catch (...) {  // no memory for the bookkeeping: the slot stays unused (zero, no-access) until its arena goes
+        }
+      }
+      if (a->empty()) {
         const auto it = std::find_if(arenas_.begin(), arenas_.end(), [a](const auto& x) { return x.get() == a; });
         empty = std::move(*it);
         arenas_.erase(it);
@@ -318,15 +472,26 @@ void require_available() {
 }
 
 // fork() handlers: the probe's and the arenas' locks are taken before the
-// fork and released on both sides after it.
+// fork and released on both sides after it; the child first drops the
+// parent's arenas that nothing points to.
 secretmem* forking_instance = nullptr;  // set once, before the handlers are registered
 void before_fork() noexcept {
   probe().mutex.lock();
   forking_instance->lock_for_fork();
 }
-void after_fork() noexcept {
+void after_fork_parent() noexcept {
   forking_instance->unlock_after_fork();
   probe().mutex.unlock();
+}
+void after_fork_child() noexcept {
+  forking_instance->forget_parent_arenas();
+  after_fork_parent();
+}
+
+// The page cache's release hook (no cache lock held). The cache exists only
+// once the backend does, so forking_instance is set.
+void release_cached_slot(void* base, std::size_t length) noexcept {
+  forking_instance->evict(static_cast<std::byte*>(base), length);
 }
 
 }  // namespace
@@ -336,7 +501,7 @@ std::shared_ptr<backend> make_secretmem() {
   static const std::shared_ptr<backend>* instance = [] {
     auto made = std::make_shared<secretmem>();
     forking_instance = made.get();
-    pthread_atfork(before_fork, after_fork, after_fork);
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     return new std::shared_ptr<backend>(std::move(made));  // never destroyed, like the registry
   }();
   return *instance;

@@ -7,32 +7,50 @@
 // Memory layout (P = page size). Secrets are carved from arenas; an arena is
 // one memfd_secret file, sized once (the kernel refuses a second ftruncate),
 // mapped once MAP_SHARED, then its descriptor is closed (the mapping keeps
-// the file alive):
+// the file alive). Each slot is a mapping (VMA) of its own: the page after
+// it is a guard (anonymous, PROT_NONE, MAP_FIXED over the arena's page, no
+// memory), unless the slot ends its arena:
 //
-//   arena k: one mapping of A_k pages (kernel flags: locked, don't-dump;
-//            ours: MADV_DONTFORK)
-//   |<- slot: secret 1 ->|<- free ->|<---- slot: secret 2 (2 pages) ---->|...
-//   | bytes | zero pad   |  zeros   | bytes ...                | zero pad |
-//   ^ data (page-aligned)            ^ data
+//   arena k: A_k pages of address space (file mappings: kernel flags
+//            locked, don't-dump; ours: MADV_DONTFORK)
+//   |<- slot 1 ->| G |<---- slot 2 (2 pages) ---->| G |<- free ... ->|
+//   | bytes|zero |   | bytes ...          | zero  |   |   zeros      |
+//   ^ data            ^ data
+//   G = guard page: a read or write past a slot faults there
 //
-//   idle and free slots: PROT_NONE   with_bytes: PROT_READ (that slot only)
-//   fill / wipe:         PROT_READ|PROT_WRITE (that slot only)
+//   idle, free and cached slots: PROT_NONE   with_bytes: PROT_READ (that slot)
+//   fill / wipe: PROT_READ|PROT_WRITE (that slot only)
+//
+// Opening a slot changes the protection of exactly one whole VMA: no split,
+// no merge (that cost about 2 us per with_bytes while slots shared their
+// arena's mapping). A slot goes to the first free segment of exactly its
+// pages, else the first longer one (its next page becomes the guard).
+// Guards stay for the arena's life; freed slots never coalesce.
 //
 // Arena sizes: the first is 4 pages, each next one as large as all live
 // arenas together (doubling the capacity), at most 1024 pages (4 MiB), at
 // least the pages of the secret that needs it. When RLIMIT_MEMLOCK does not
-// allow the size, the arena is halved down to the secret's own pages.
+// allow the size, the arena is halved down to the secret's own pages; when
+// even those are refused, every page cache is emptied and the secret tried
+// once more before errc::memlock_limit.
+//
+// Closed secrets' slots go to the page cache (lib/page_cache.hpp; bound
+// SECUREMEMORY_PAGE_CACHE, default 1 MiB, 0 disables): wiped, PROT_NONE,
+// still in their arena (still locked), counted in metrics().cached_bytes. A
+// new secret of the same page count takes one with a single mprotect. An
+// arena is unmapped as soon as it holds neither a live nor a cached slot.
 //
 // Cost for N secrets of n bytes each: ceil(n / P) pages per secret (region
 // locked = those pages); 0 descriptors held (one is open for a moment while
-// an arena is made); one mapping (VMA) per arena while all are idle, plus up
-// to 2 while a secret is open (mprotect splits its slot off; it merges back
-// when closed again). For N one-page secrets: 1 arena up to 4,
-// ceil(log2(N / 4)) + 1 up to 2048, then 10 + ceil((N - 2048) / 1024)
-// (10,000 secrets: 18 arenas, measured). RLIMIT_MEMLOCK is charged for whole
-// arenas, free slots included (after a run of creations at most one arena
-// beyond what the secrets use; more when closes leave holes). An arena is
-// unmapped as soon as its last secret is closed.
+// an arena is made); 2 mappings per secret (its slot and its guard page) plus
+// at most one free remainder per arena: vm.max_map_count (default 65530)
+// allows about 32,000 secretmem secrets per process, fewer beside other
+// mappings. For N one-page secrets, each takes 2 pages of an arena (slot and
+// guard): 10,000 secrets: 10,001 secretmem mappings, 20,002 in all
+// (measured). RLIMIT_MEMLOCK is charged for the slots and free pages of the
+// arenas (not the guards), cached slots included (after a run of creations
+// at most one arena beyond what the secrets use; more when closes leave
+// holes).
 #pragma once
 
 #include <securememory/backend.hpp>

@@ -61,6 +61,11 @@ int truncate_fd(int fd, std::size_t length) noexcept;
 /// mapping of the file's first `length` bytes; nullptr with errno on failure.
 /// Shares call::mmap with map_anonymous.
 void* map_shared(int fd, std::size_t length) noexcept;
+/// mmap(addr, length, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED): puts
+/// a no-access anonymous mapping (a guard, holding no memory) in place of
+/// whatever is mapped at addr; nullptr with errno on failure. Shares
+/// call::mmap with map_anonymous.
+void* map_guard(void* addr, std::size_t length) noexcept;
 /// close(fd).
 int close_fd(int fd) noexcept;
 /// Called by unmap() with the range right before it is unmapped (after the

@@ -139,6 +139,12 @@ void* map_shared(int fd, std::size_t length) noexcept {
   return p == MAP_FAILED ? nullptr : p;
 }
 
+void* map_guard(void* addr, std::size_t length) noexcept {
+  if (injected(call::mmap)) return nullptr;
+  void* p = ::mmap(addr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
 int close_fd(int fd) noexcept {
   if (injected(call::close)) return -1;
   return ::close(fd);
