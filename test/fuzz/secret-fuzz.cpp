@@ -147,6 +147,7 @@ struct totals {
   std::uint64_t injected = 0;
   std::array<std::uint64_t, 16> by_errc{};
   std::uint64_t callback_exceptions = 0;
+  std::uint64_t leaked_inputs = 0;  // inputs that left a secretmem arena mapped (reported munmap failure)
 };
 totals stats;
 
@@ -160,7 +161,8 @@ void print_totals() {
                    static_cast<unsigned long long>(stats.by_errc[i]));
     }
   }
-  std::fprintf(stderr, "\n");
+  std::fprintf(stderr, "; %llu inputs left a secretmem arena mapped (%ld bytes)\n",
+               static_cast<unsigned long long>(stats.leaked_inputs), plan.leaked_locked_bytes);
 }
 
 int fault_hook(call c, void* /*context*/) noexcept {
@@ -845,6 +847,7 @@ class run {
       EXPECT(munmap_injected_ > 0);
       EXPECT(leaked <= length_of(mapped) - overlap(mapped, *secretmem_at_start));
       plan.leaked_locked_bytes += leaked;
+      ++stats.leaked_inputs;
     }
     *secretmem_at_start = std::move(mapped);  // the next input starts from here
   }
