@@ -739,7 +739,8 @@ class run {
       // sodium_free unlocks and unmaps inside libsodium, past lib/os/: an
       // armed munlock or munmap is never reached, so release_failed never
       // comes (design.md, "memguard and violations"). Only the mprotects
-      // (the check's opening, then read-write for the wipe) can fail.
+      // (the check's opening, then read-write for the wipe) can fail; the
+      // block is then unmapped through lib/os/, but no second call fails.
       EXPECT(!consumed_unmap);
       EXPECT(!(o.threw && o.code == errc::release_failed));
     } else if (backend == "sealed") {
