@@ -120,6 +120,24 @@ SM_TEST("memguard: a refused mlock is memlock_limit and frees the allocation", "
   CHECK(dontdump_mapping_count() == maps_before);  // sodium_free'd: no mapping left behind
 }
 
+SM_TEST("memguard: a secret that cannot be made writable at close is unmapped unwiped, never left unlocked", "[memguard][faults]") {
+  auto secret = securememory::make_factory("memguard").create_random(100);
+  const auto* addr = test::address_of(secret);
+  const long locked_before = test::proc_status_kb("VmLck");
+  {
+    // close(): mprotect 0 opens for the canary check, mprotect 1 would make
+    // the pages writable for the wipe.
+    test::fault_injector fault(call::mprotect, ENOMEM, 1);
+    CHECK(test::error_of([&] { secret.close(); }) == errc::protection_failed);
+    CHECK(fault.injected() == 1);
+    CHECK(fault.calls(call::munlock) == 0);  // the unwiped pages were never unlocked while mapped
+  }
+  CHECK(secret.is_closed());
+  // The block is gone: no unwiped, unlocked (swappable) copy stays mapped.
+  CHECK_FALSE(test::find_mapping(addr).has_value());
+  CHECK(test::proc_status_kb("VmLck") < locked_before);
+}
+
 TEST_CASE("violation settings: set returns the previous; null restores the default", "[violation]") {
   const test::violation_settings_guard restore;
   recorded r;

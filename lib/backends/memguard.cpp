@@ -13,7 +13,12 @@
 // sodium_mprotect_noaccess/readonly/readwrite use (the unprotected region),
 // through lib/os/, so that every failure can be injected by the tests.
 // release = make writable, wipe canary and data, sodium_free (which checks
-// libsodium's canary, wipes again, unlocks and unmaps). quarantine = wipe,
+// libsodium's canary, wipes again, unlocks and unmaps). When the pages
+// cannot be made writable, the secret cannot be wiped and sodium_free would
+// fault on its canary check: the whole block is unmapped directly instead
+// (the kernel frees the pages, zeroed before any reuse), never unlocked
+// while it still holds the secret (it would become swappable; found by the
+// fuzz harness, which saw such blocks pile up). quarantine = wipe,
 // unlock, leave the pages mapped no-access, and never call sodium_free:
 // libsodium's own canary may be broken too, and sodium_free would abort.
 #include "backends/memguard.hpp"
@@ -95,12 +100,12 @@ class memguard final : public backend {
     if (r.current != access::read_write) {
       if (os::protect(start, length, PROT_READ | PROT_WRITE) != 0) {
         const int err = errno;
-        // Cannot wipe, and sodium_free would fault on its canary check:
-        // leave the block mapped no-access rather than crash.
-        os::unlock(start, length);
+        // Cannot wipe, and sodium_free would fault on its canary check.
+        const bool unmapped = unmap_block(start, length) == 0;
         r = region{};
         throw_os_error(errc::protection_failed, "secret could NOT be wiped before release", "mprotect", err,
-                       "its pages were unlocked and left mapped no-access");
+                       unmapped ? "its pages were unmapped unwiped (the kernel frees them)"
+                                : "unmapping failed too: its pages stay locked and no-access");
       }
     }
     sodium_memzero(r.base, r.size + canary_size);
@@ -131,12 +136,18 @@ class memguard final : public backend {
     // In the child the data pages are zero (MADV_WIPEONFORK), so libsodium's
     // canary is gone and sodium_free would abort: unmap the whole block.
     const auto [start, length] = unprotected_range(r);
-    const std::size_t page = os::page_size();
-    os::unmap(static_cast<std::byte*>(start) - 2 * page, length + 3 * page);
+    unmap_block(start, length);
     r = region{};
   }
 
  private:
+  // Unmaps the whole sodium_malloc block around an unprotected range: its
+  // first page (the size) and leading guard, the range, the trailing guard.
+  static int unmap_block(void* start, std::size_t length) noexcept {
+    const std::size_t page = os::page_size();
+    return os::unmap(static_cast<std::byte*>(start) - 2 * page, length + 3 * page);
+  }
+
   // The pages sodium_malloc locked and sodium_mprotect_* toggles: from the
   // page holding libsodium's canary to the end of the data.
   static std::pair<void*, std::size_t> unprotected_range(const region& r) noexcept {

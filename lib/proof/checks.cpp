@@ -40,6 +40,15 @@ constexpr std::array<std::size_t, 2> sizes{32, std::size_t{1} << 20U};
 
 std::size_t page() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
+// One check per size of `sizes`, combined ("32 B: PASS ...; 1 MiB: ...").
+template <class Check>
+result per_size(Check&& check) {
+  std::vector<std::pair<std::string, result>> parts;
+  parts.reserve(sizes.size());
+  for (const auto size : sizes) parts.emplace_back(size_label(size), check(size));
+  return combine(parts);
+}
+
 const std::byte* address_of(const Secret& s) {
   return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
 }
@@ -83,9 +92,7 @@ result round_trip(const std::string& backend, std::size_t size) {
 }
 
 result check_round_trip(const std::string& backend) {
-  std::vector<std::pair<std::string, result>> parts;
-  for (const auto size : sizes) parts.emplace_back(size_label(size), round_trip(backend, size));
-  return combine(parts);
+  return per_size([&](std::size_t size) { return round_trip(backend, size); });
 }
 
 // ---- swap: smaps Locked --------------------------------------------------------------
@@ -303,9 +310,7 @@ result ptrace_visibility(const std::string& backend, std::size_t size) {
 }
 
 result check_ptrace(const std::string& backend) {
-  std::vector<std::pair<std::string, result>> parts;
-  for (const auto size : sizes) parts.emplace_back(size_label(size), ptrace_visibility(backend, size));
-  return combine(parts);
+  return per_size([&](std::size_t size) { return ptrace_visibility(backend, size); });
 }
 
 // ---- fork -----------------------------------------------------------------------------------------
@@ -315,7 +320,7 @@ result check_ptrace(const std::string& backend) {
 result child_view(const std::byte* data, std::size_t size) {
   const std::uintptr_t lo = reinterpret_cast<std::uintptr_t>(data) / page() * page();
   const std::uintptr_t hi = (reinterpret_cast<std::uintptr_t>(data) + size + page() - 1) / page() * page();
-  if (mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ) != 0) {
+  if (mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ) != 0) {  // NOLINT(performance-no-int-to-ptr): page arithmetic
     if (errno == ENOMEM) return result::pass("not mapped in the child");
     return result::fail("mprotect in the child failed: " + errno_string(errno));
   }
@@ -346,7 +351,7 @@ result fork_one(const std::string& backend, std::size_t size) {
   const auto destroyed = run_child([&] {
     static Secret kept;  // destroyed by exit(), with the other static objects
     kept = std::move(secret);
-    std::exit(0);
+    std::exit(0);  // NOLINT(concurrency-mt-unsafe): a forked, single-threaded child; exit() is what runs the static destructor under test
     return 0;
   });
   std::vector<std::pair<std::string, result>> parts;
@@ -363,9 +368,7 @@ result fork_one(const std::string& backend, std::size_t size) {
 }
 
 result check_fork(const std::string& backend) {
-  std::vector<std::pair<std::string, result>> parts;
-  for (const auto size : sizes) parts.emplace_back(size_label(size), fork_one(backend, size));
-  return combine(parts);
+  return per_size([&](std::size_t size) { return fork_one(backend, size); });
 }
 
 // ---- memlock exhaustion --------------------------------------------------------------------------
@@ -380,7 +383,7 @@ std::size_t vm_locked_kb() {
 }
 
 result memlock_exhaustion(const std::string& backend) {
-  constexpr rlim_t limit = 64 * 1024;
+  constexpr rlim_t limit = rlim_t{64} * 1024;
   if (!drop_cap_ipc_lock()) return result::skip("cannot drop CAP_IPC_LOCK (capset: " + errno_string(errno) + ")");
   const rlimit lim{limit, limit};
   if (setrlimit(RLIMIT_MEMLOCK, &lim) != 0) return result::fail("setrlimit(RLIMIT_MEMLOCK) failed: " + errno_string(errno));

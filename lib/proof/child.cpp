@@ -9,6 +9,7 @@
 
 #include <securememory/error.hpp>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -62,16 +63,38 @@ std::string child_status::describe() const {
   return "unknown status";
 }
 
-child_status run_child(const std::function<int()>& fn, bool allow_core, int timeout_seconds) {
-  std::fflush(nullptr);
+namespace {
+
+// Forks after flushing stdio (so that the child cannot print the parent's
+// buffered output twice); throws when fork fails.
+pid_t fork_flushed() {
+  (void)std::fflush(nullptr);  // best effort: a failed flush only risks a repeated line
   const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
-  if (pid == 0) {
-    rlimit core{};
-    getrlimit(RLIMIT_CORE, &core);
+  if (pid < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
+  return pid;
+}
+
+// In a new child: core dumps on or off (up to the hard limit), and the
+// default action for the signals the checks expect the child to die of.
+// Failures are ignored: a child that keeps the parent's settings still
+// reports what happened to it.
+void prepare_child(bool allow_core) noexcept {
+  rlimit core{};
+  if (getrlimit(RLIMIT_CORE, &core) == 0) {
     core.rlim_cur = allow_core ? core.rlim_max : 0;
-    setrlimit(RLIMIT_CORE, &core);
-    for (const int sig : {SIGSEGV, SIGBUS, SIGABRT}) std::signal(sig, SIG_DFL);
+    (void)setrlimit(RLIMIT_CORE, &core);
+  }
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  for (const int sig : {SIGSEGV, SIGBUS, SIGABRT}) (void)sigaction(sig, &default_action, nullptr);
+}
+
+}  // namespace
+
+child_status run_child(const std::function<int()>& fn, bool allow_core, int timeout_seconds) {
+  const pid_t pid = fork_flushed();
+  if (pid == 0) {
+    prepare_child(allow_core);
     int code = 98;
     try {
       code = fn();
@@ -85,6 +108,7 @@ child_status run_child(const std::function<int()>& fn, bool allow_core, int time
   return wait_child(pid, timeout_seconds);
 }
 
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters): a pid and seconds, named at every call
 child_status wait_child(pid_t pid, int timeout_seconds) {
   child_status r;
   r.pid = pid;
@@ -93,7 +117,7 @@ child_status wait_child(pid_t pid, int timeout_seconds) {
   for (auto pause = std::chrono::microseconds(200);; pause = std::min(pause * 2, std::chrono::microseconds(20000))) {
     const pid_t got = waitpid(pid, &status, WNOHANG);
     if (got == pid) break;
-    if (got < 0 && errno != EINTR) throw std::runtime_error(std::string("waitpid failed: ") + std::strerror(errno));
+    if (got < 0 && errno != EINTR) throw std::runtime_error("waitpid failed: " + errno_string(errno));
     if (std::chrono::steady_clock::now() > deadline && !r.timed_out) {
       r.timed_out = true;
       kill(pid, SIGKILL);
@@ -113,16 +137,10 @@ child_status wait_child(pid_t pid, int timeout_seconds) {
 
 result run_child_check(const std::function<result()>& fn, int timeout_seconds) {
   pipe_pair channel;
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
+  const pid_t pid = fork_flushed();
   if (pid == 0) {
     channel.close_read();
-    rlimit core{};
-    getrlimit(RLIMIT_CORE, &core);
-    core.rlim_cur = 0;
-    setrlimit(RLIMIT_CORE, &core);
-    for (const int sig : {SIGSEGV, SIGBUS, SIGABRT}) std::signal(sig, SIG_DFL);
+    prepare_child(false);
     result r;
     try {
       r = fn();
@@ -137,16 +155,16 @@ result run_child_check(const std::function<result()>& fn, int timeout_seconds) {
   }
   channel.close_write();
   std::string message;
-  char buf[512];
+  std::array<char, 512> buf{};
   for (;;) {
     pollfd pfd{channel.read_fd, POLLIN, 0};
     const int ready = poll(&pfd, 1, timeout_seconds * 1000);
     if (ready < 0 && errno == EINTR) continue;
     if (ready <= 0) break;  // timeout: wait_child kills it
-    const ssize_t n = ::read(channel.read_fd, buf, sizeof buf);
+    const ssize_t n = ::read(channel.read_fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    message.append(buf, static_cast<std::size_t>(n));
+    message.append(buf.data(), static_cast<std::size_t>(n));
   }
   const auto child = wait_child(pid, timeout_seconds);
   if (message.empty() || !child.exited || child.exit_code != 0) {
@@ -157,13 +175,13 @@ result run_child_check(const std::function<result()>& fn, int timeout_seconds) {
 
 bool drop_cap_ipc_lock() noexcept {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &header, data) != 0) return false;
+  std::array<__user_cap_data_struct, 2> data{};
+  if (syscall(SYS_capget, &header, data.data()) != 0) return false;
   const auto bit = 1U << CAP_IPC_LOCK;  // CAP_IPC_LOCK (14) is in the first word
   data[0].effective &= ~bit;
   data[0].permitted &= ~bit;
   data[0].inheritable &= ~bit;
-  return syscall(SYS_capset, &header, data) == 0;
+  return syscall(SYS_capset, &header, data.data()) == 0;
 }
 
 }  // namespace securememory::proof

@@ -21,7 +21,9 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstring>
 #include <elf.h>
@@ -210,7 +212,8 @@ const char* core_state_name(core_state s) noexcept {
 namespace {
 
 std::string mib(std::size_t bytes) {
-  return std::to_string(bytes / (1024 * 1024)) + "." + std::to_string(bytes % (1024 * 1024) * 10 / (1024 * 1024)) + " MiB";
+  constexpr std::size_t mebi = std::size_t{1} << 20U;
+  return std::to_string(bytes / mebi) + "." + std::to_string(bytes % mebi * 10 / mebi) + " MiB";
 }
 
 // "0x7ffd...([stack])" for the first hit addresses, named by the mapping
@@ -232,9 +235,9 @@ std::string where(const std::vector<std::uint64_t>& addresses) {
       name = slash == std::string::npos ? "anonymous" : line.substr(slash);
       break;
     }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(a));
-    out += (out.empty() ? "" : " ") + std::string(buf) + " (" + name + ")";
+    std::array<char, 16> hex{};
+    const auto printed = std::to_chars(hex.data(), hex.data() + hex.size(), a, 16);
+    out += (out.empty() ? "0x" : " 0x") + std::string(hex.data(), printed.ptr) + " (" + name + ")";
   }
   return out;
 }
@@ -364,11 +367,11 @@ result kernel_core_dump(const std::string& backend, std::size_t size, core_state
 namespace {
 
 std::string find_in_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
+  const char* path = std::getenv("PATH");  // NOLINT(concurrency-mt-unsafe): the proof programs never change the environment
   std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
   for (std::size_t start = 0; start <= dirs.size();) {
     const std::size_t end = std::min(dirs.find(':', start), dirs.size());
-    const std::string candidate = dirs.substr(start, end - start) + "/" + program;
+    std::string candidate = dirs.substr(start, end - start) + "/" + program;
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
     start = end + 1;
   }
@@ -377,7 +380,7 @@ std::string find_in_path(const std::string& program) {
 
 // Runs argv with stdin/stdout/stderr on /dev/null; returns its status.
 child_status run_program(const std::vector<std::string>& argv, int timeout_seconds) {
-  std::fflush(nullptr);
+  (void)std::fflush(nullptr);  // best effort: a failed flush only risks a repeated line
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed: " + errno_string(errno));
   if (pid == 0) {
@@ -388,6 +391,7 @@ child_status run_program(const std::vector<std::string>& argv, int timeout_secon
       dup2(null, 2);
     }
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     execv(args[0], args.data());

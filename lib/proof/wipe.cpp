@@ -65,6 +65,7 @@ void probe_fault(int) { siglongjmp(*probe_jump, 1); }
 
 // Counts non-zero bytes in [lo, hi) by reading them directly; false if a
 // read faulted.
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters): the bounds of an interval, in order
 bool probe_read(std::uintptr_t lo, std::uintptr_t hi, std::size_t& nonzero) noexcept {
   struct sigaction fault{};
   struct sigaction old_segv{};
@@ -79,7 +80,9 @@ bool probe_read(std::uintptr_t lo, std::uintptr_t hi, std::size_t& nonzero) noex
   std::atomic_signal_fence(std::memory_order_seq_cst);  // stored before the reads that may fault
   if (sigsetjmp(jump, 1) == 0) {
     std::size_t n = 0;
-    for (std::uintptr_t a = lo; a < hi; ++a) n += *reinterpret_cast<const volatile std::byte*>(a) != std::byte{0} ? 1 : 0;
+    for (std::uintptr_t a = lo; a < hi; ++a) {
+      n += *reinterpret_cast<const volatile std::byte*>(a) != std::byte{0} ? 1 : 0;  // NOLINT(performance-no-int-to-ptr): reads addresses the unmap observer reported
+    }
     nonzero = n;
     ok = true;
   }
@@ -99,7 +102,7 @@ bool inspect(watch_state& w, std::uintptr_t lo, std::uintptr_t hi, std::size_t& 
   const std::size_t len = hi - lo;
   std::byte* out = w.buffer;
   iovec local{out, len};
-  iovec remote{reinterpret_cast<void*>(lo), len};
+  iovec remote{reinterpret_cast<void*>(lo), len};  // NOLINT(performance-no-int-to-ptr): an address the unmap observer reported
   ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
   if (n != static_cast<ssize_t>(len) && w.mem_fd >= 0) n = pread(w.mem_fd, out, len, static_cast<off_t>(lo));
   if (n == static_cast<ssize_t>(len)) {
@@ -107,8 +110,8 @@ bool inspect(watch_state& w, std::uintptr_t lo, std::uintptr_t hi, std::size_t& 
     return true;
   }
   if (probe_read(lo, hi, nonzero)) return true;
-  const std::uintptr_t page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
-  auto* first = reinterpret_cast<void*>(lo / page * page);
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto* first = reinterpret_cast<void*>(lo / page * page);  // NOLINT(performance-no-int-to-ptr): page arithmetic
   const std::size_t span = (hi + page - 1) / page * page - lo / page * page;
   if (mprotect(first, span, PROT_READ) != 0) return false;  // not mapped
   const bool ok = probe_read(lo, hi, nonzero);

@@ -10,7 +10,8 @@ import os
 import sys
 
 CREATE, RANDOM, WITH, ROPEN, RREAD, VERIFY, CLOSE, MOVE, SWAP, DESTROY, FACTORY = range(11)
-CALLS = 6       # mmap munmap mlock munlock mprotect madvise (indices, modulo the real count)
+CALLS = 11      # mmap munmap mlock munlock mprotect madvise memfd_secret ftruncate close setrlimit prctl
+                # (lib/os/os.hpp's enum call, indices modulo the real count)
 ERRNOS = 4      # ENOMEM EPERM EAGAIN EINTR
 
 
@@ -86,6 +87,26 @@ for b in range(4):  # backend index (modulo the number available)
             step(CREATE, b, 2, *size_small(9), 5, fault=(c, 1, 1, True)),
             step(DESTROY, 2, fault=(c, 0, 0, False)),
         ])
+    # Secrets larger than a page: sealed opens them into their own locked
+    # mapping, memguard and protectedmemory lock several pages.
+    for c in range(CALLS):
+        seeds[f"fault-large-call{c}-b{b}"] = b"".join([
+            step(CREATE, b, 0, *size_u16(5000), 6, fault=(c, 0, 0, False)),
+            step(CREATE, b, 0, *size_u16(5000), 6),
+            step(WITH, 0, 0, 0, fault=(c, 1, 0, False)),
+            step(WITH, 0, 0, 0, fault=(c, 2, 2, True)),
+            step(ROPEN, 1, 0),
+            step(RREAD, 1, 1, 0x10, 0x10, fault=(c, 0, 1, False)),
+            step(WITH, 0, 5, 0, fault=(c, 3, 3, True)),
+            step(CLOSE, 0, fault=(c, 0, 0, True)),
+        ])
+    # Enough multi-page secrets to need a second secretmem arena, closed
+    # out of order, the arena-emptying close with an injected munmap failure.
+    seeds[f"arenas-b{b}"] = b"".join(
+        [step(RANDOM, b, i, *size_u16(9000 + i)) for i in range(4)]
+        + [step(CLOSE, 2), step(CLOSE, 0), step(RANDOM, b, 0, *size_u16(12000)),
+           step(CLOSE, 1, fault=(1, 0, 0, False)), step(CLOSE, 3, fault=(1, 0, 0, False)),
+           step(CLOSE, 0, fault=(1, 1, 0, True))])
 seeds["factory-names"] = b"".join([
     step(FACTORY, 15) + b"protectedmemory",
     step(FACTORY, 0),
