@@ -686,3 +686,22 @@ SM_TEST("4 threads creating, reading and closing secretmem secrets share arenas 
   const test::page_cache_limit drop_cached(0);
   CHECK(secretmem_mappings() == 0);
 }
+
+SM_TEST("an emptied arena whose munmap failed is kept, reused, and unmapped when it empties again", "[secretmem][faults]") {
+  if (!secretmem_here()) return;
+  const test::page_cache_limit no_cache(0);  // a closed slot must empty its arena, not wait in the cache
+  auto factory = securememory::make_factory("secretmem");
+  const long locked_before = test::proc_status_kb("VmLck");
+  auto secret = factory.create_random(32);
+  const auto* addr = test::address_of(secret);
+  {
+    const test::fault_injector fault(call::munmap, ENOMEM);
+    CHECK(test::error_of([&] { secret.close(); }) == errc::release_failed);
+  }
+  REQUIRE(test::find_mapping(addr).has_value());  // the failed unmap left it mapped
+  auto next = factory.create_random(32);
+  CHECK(test::address_of(next) == addr);  // the kept arena is used again (forgotten before the fix)
+  next.close();
+  CHECK_FALSE(test::find_mapping(addr).has_value());  // and unmapped when it empties again
+  CHECK(test::proc_status_kb("VmLck") == locked_before);
+}

@@ -428,7 +428,15 @@ class secretmem final : public backend {
       }
     }
     if (!empty || empty->generation != fork_generation()) return 0;  // a parent's arena is not mapped here
-    return os::unmap(empty->base, empty->pages * os::page_size()) == 0 ? 0 : errno;
+    if (os::unmap(empty->base, empty->pages * os::page_size()) == 0) return 0;
+    const int err = errno;
+    // Still mapped and locked: keep the arena, so its wiped slots are used
+    // again and the unmap is retried when it empties next time (forgetting
+    // it would leave locked memory nobody can reach). The erase above left
+    // the vector's capacity in place, so this push_back does not allocate.
+    const std::lock_guard lock(mutex_);
+    arenas_.push_back(std::move(empty));
+    return err;
   }
 
   std::mutex mutex_;
