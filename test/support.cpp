@@ -53,46 +53,12 @@ int fault_injector::hook(securememory::detail::os::call c, void* context) noexce
   return self->err_;
 }
 
-bool mapping_info::has_flag(const std::string& f) const {
-  for (const auto& v : vm_flags) {
-    if (v == f) return true;
-  }
-  return false;
-}
-
 std::optional<mapping_info> find_mapping(const void* addr) {
   const auto target = reinterpret_cast<std::uintptr_t>(addr);
-  std::ifstream in("/proc/self/smaps");
-  std::string line;
-  std::optional<mapping_info> current;
-  std::optional<mapping_info> found;
-  while (std::getline(in, line)) {
-    const auto dash = line.find('-');
-    const auto space = line.find(' ');
-    const bool is_header = dash != std::string::npos && space != std::string::npos && dash < space &&
-                           line.find(':') > space;  // "start-end perms offset dev inode path"
-    if (is_header) {
-      if (current && current->start <= target && target < current->end) found = current;
-      mapping_info m;
-      m.start = std::stoull(line.substr(0, dash), nullptr, 16);
-      m.end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
-      m.perms = line.substr(space + 1, 4);
-      current = m;
-      continue;
-    }
-    if (!current) continue;
-    std::istringstream fields(line);
-    std::string key;
-    fields >> key;
-    if (key == "Locked:") fields >> current->locked_kb;
-    if (key == "Rss:") fields >> current->rss_kb;
-    if (key == "VmFlags:") {
-      std::string flag;
-      while (fields >> flag) current->vm_flags.push_back(flag);
-    }
+  for (auto& m : securememory::proof::read_smaps()) {
+    if (m.start <= target && target < m.end) return std::move(m);
   }
-  if (current && current->start <= target && target < current->end) found = current;
-  return found;
+  return std::nullopt;
 }
 
 securememory::region heap_backend::allocate(std::size_t size) {

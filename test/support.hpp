@@ -4,6 +4,7 @@
 #include <securememory/securememory.hpp>
 
 #include "os/os.hpp"
+#include "proof/proof.hpp"
 #include "proc-status.hpp"
 
 #include <catch2/catch.hpp>
@@ -131,15 +132,8 @@ class call_counter : public fault_injector {
 
 // ---- /proc/self/smaps -------------------------------------------------------
 
-struct mapping_info {
-  std::uintptr_t start = 0;
-  std::uintptr_t end = 0;
-  std::string perms;
-  std::size_t locked_kb = 0;
-  std::size_t rss_kb = 0;
-  std::vector<std::string> vm_flags;
-  [[nodiscard]] bool has_flag(const std::string& f) const;
-};
+/// One mapping of /proc/self/smaps (the proof library's parser).
+using mapping_info = securememory::proof::smaps_mapping;
 
 /// The mapping of /proc/self/smaps that contains addr, if any.
 std::optional<mapping_info> find_mapping(const void* addr);

@@ -97,42 +97,12 @@ result check_round_trip(const std::string& backend) {
 
 // ---- swap: smaps Locked --------------------------------------------------------------
 
-struct vma {
-  std::uintptr_t start = 0;
-  std::uintptr_t end = 0;
-  std::size_t locked_kb = 0;
-  bool vm_locked = false;  // VmFlags "lo"
-};
-
 // The mappings of /proc/self/smaps that intersect [lo, hi).
-std::vector<vma> mappings_in(std::uintptr_t lo, std::uintptr_t hi) {
-  std::ifstream in("/proc/self/smaps");
-  std::vector<vma> out;
-  std::string line;
-  std::optional<vma> current;
-  const auto flush = [&] {
-    if (current && current->start < hi && lo < current->end) out.push_back(*current);
-  };
-  while (std::getline(in, line)) {
-    const auto dash = line.find('-');
-    const auto space = line.find(' ');
-    if (dash != std::string::npos && space != std::string::npos && dash < space && line.find(':') > space) {
-      flush();
-      current = vma{std::stoull(line.substr(0, dash), nullptr, 16),
-                    std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16), 0, false};
-      continue;
-    }
-    if (!current) continue;
-    std::istringstream fields(line);
-    std::string key;
-    fields >> key;
-    if (key == "Locked:") fields >> current->locked_kb;
-    if (key == "VmFlags:") {
-      std::string flag;
-      while (fields >> flag) current->vm_locked = current->vm_locked || flag == "lo";
-    }
+std::vector<smaps_mapping> mappings_in(std::uintptr_t lo, std::uintptr_t hi) {
+  std::vector<smaps_mapping> out;
+  for (auto& m : read_smaps()) {
+    if (m.start < hi && lo < m.end) out.push_back(std::move(m));
   }
-  flush();
   return out;
 }
 
@@ -146,7 +116,7 @@ std::string locked_problem(const std::byte* data, std::size_t size) {
   for (const auto& m : maps) {
     if (m.start > covered) break;
     const std::size_t need_kb = (std::min(m.end, hi) - std::max(m.start, lo)) / 1024;
-    if (!m.vm_locked) return "a mapping holding the secret is not mlocked (no \"lo\" in VmFlags)";
+    if (!m.has_flag("lo")) return "a mapping holding the secret is not mlocked (no \"lo\" in VmFlags)";
     if (m.locked_kb < need_kb) {
       return "a mapping holding the secret has Locked " + std::to_string(m.locked_kb) + " kB, the secret's pages need " +
              std::to_string(need_kb) + " kB";

@@ -23,6 +23,23 @@
 
 namespace securememory::proof {
 
+// ---- /proc/self/smaps -----------------------------------------------------------
+
+/// One mapping of /proc/self/smaps.
+struct smaps_mapping {
+  std::uintptr_t start = 0;
+  std::uintptr_t end = 0;
+  std::string perms;          ///< "r-xp"
+  std::size_t locked_kb = 0;  ///< "Locked:"
+  std::size_t rss_kb = 0;     ///< "Rss:"
+  std::vector<std::string> vm_flags;  ///< "VmFlags:" ("lo", "dd", "wf", ...)
+  [[nodiscard]] bool has_flag(std::string_view flag) const;
+};
+
+/// Every mapping of this process, in address order (one read of
+/// /proc/self/smaps; empty when it cannot be read).
+std::vector<smaps_mapping> read_smaps();
+
 // ---- results ------------------------------------------------------------------
 
 enum class status : unsigned char { pass, fail, skip };

@@ -13,6 +13,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdlib>
@@ -21,12 +22,47 @@
 #include <fcntl.h>
 #include <fstream>
 #include <poll.h>
+#include <sstream>
 #include <stdexcept>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
 
 namespace securememory::proof {
+
+bool smaps_mapping::has_flag(std::string_view flag) const {
+  return std::find(vm_flags.begin(), vm_flags.end(), flag) != vm_flags.end();
+}
+
+std::vector<smaps_mapping> read_smaps() {
+  std::ifstream in("/proc/self/smaps");
+  std::vector<smaps_mapping> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto dash = line.find('-');
+    const auto space = line.find(' ');
+    // A header: "start-end perms offset dev inode path"; the fields have a ':' first.
+    if (dash != std::string::npos && space != std::string::npos && dash < space && line.find(':') > space) {
+      smaps_mapping m;
+      m.start = std::stoull(line.substr(0, dash), nullptr, 16);
+      m.end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+      m.perms = line.substr(space + 1, 4);
+      out.push_back(std::move(m));
+      continue;
+    }
+    if (out.empty()) continue;
+    std::istringstream fields(line);
+    std::string key;
+    fields >> key;
+    if (key == "Locked:") fields >> out.back().locked_kb;
+    if (key == "Rss:") fields >> out.back().rss_kb;
+    if (key == "VmFlags:") {
+      for (std::string flag; fields >> flag;) out.back().vm_flags.push_back(flag);
+    }
+  }
+  return out;
+}
+
 
 std::string errno_string(int err) {
   const char* name = strerrorname_np(err);
