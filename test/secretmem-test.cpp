@@ -224,7 +224,10 @@ SM_TEST("10,000 live secrets hold no descriptor; each is a mapping of its own be
   // dozen arenas for 10,000 one-page secrets); a guard mapping after each slot.
   CHECK(maps >= count);
   CHECK(maps <= count + 64);
-  CHECK(all <= 2 * count + 64);
+  // 2 per secret; the 5% slack is for the sanitizer runtimes' own mappings
+  // (TSan's shadow grows with the new memory: 81 more measured in CI), a third
+  // mapping per secret would still be caught.
+  CHECK(all <= 2 * count + count / 20);
   CHECK(securememory::metrics().locked_bytes - locked_before == count * page);
   std::set<std::uintptr_t> pages;
   for (const auto& s : secrets) pages.insert(reinterpret_cast<std::uintptr_t>(test::address_of(s)) / page);
