@@ -19,6 +19,7 @@
 
 #include <cstdio>
 #include <map>
+#include <set>
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,11 +49,17 @@ void create_close(benchmark::State& state, const std::string& name) {
 class collecting_reporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
+    // With --benchmark_repetitions, the median of the repetitions is kept;
+    // otherwise the single run.
     for (const auto& run : runs) {
-      if (run.run_type != Run::RT_Iteration) continue;
+      const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+      if (!median && run.run_type != Run::RT_Iteration) continue;
+      const std::string key = run.run_name.str();
+      if (!median && medians.contains(key)) continue;
+      if (median) medians.insert(key);
       const auto ips = run.counters.find("items_per_second");
-      results[run.benchmark_name()] = {run.GetAdjustedRealTime(), run.GetAdjustedCPUTime(),
-                                       ips != run.counters.end() ? ips->second.value : 0.0};
+      results[key] = {run.GetAdjustedRealTime(), run.GetAdjustedCPUTime(),
+                      ips != run.counters.end() ? ips->second.value : 0.0};
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -62,6 +69,7 @@ class collecting_reporter : public benchmark::ConsoleReporter {
     double items_per_second = 0;
   };
   std::map<std::string, result> results;
+  std::set<std::string> medians;
 };
 
 // Resident set size of this process, in bytes (/proc/self/statm).
@@ -161,7 +169,7 @@ int main(int argc, char** argv) {
     std::fclose(f);
   }
   const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  if (load > static_cast<double>(cpus) - 1) {
+  if (load > static_cast<double>(cpus)) {  // the benchmark itself keeps up to 2 CPUs busy
     std::printf("note: load average %.1f on %ld CPUs: wall-time scaling is not meaningful in this run\n", load, cpus);
   }
   return 0;
