@@ -260,8 +260,9 @@ SM_TEST("10,000 live secrets hold no descriptor; each is a mapping of its own be
   secrets.clear();
   CHECK(secretmem_mappings() == maps_before);  // empty arenas are unmapped, guard pages with them
   // The 10,000 guard pages went with their arenas (the allocator and the
-  // sanitizer runtimes may add a few dozen mappings of their own).
-  CHECK(all_mappings() <= all_before + 100);
+  // sanitizer runtimes add mappings of their own: 121 under TSan in a CI
+  // run; 10,000 guards left behind would still be caught).
+  CHECK(all_mappings() <= all_before + count / 20);
   CHECK(open_descriptors() == fds_before);
 }
 
