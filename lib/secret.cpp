@@ -242,9 +242,7 @@ class alignas(state_pool::block_size) secret_state {
       // be zero too, so the backend only drops its mapping.
       mark_finished();
       count_released(locked_);
-      region r = load();
-      provider().release_after_fork(r);
-      store(r);
+      with_region([&](region& r) { provider().release_after_fork(r); });
       return;
     }
     if (provider().has_integrity_check()) {
@@ -312,15 +310,21 @@ class alignas(state_pool::block_size) secret_state {
     locked_ = static_cast<std::uint32_t>(std::min<std::size_t>(r.locked, std::numeric_limits<std::uint32_t>::max()));
     current_ = r.current;
   }
-  void call_protect(access a) {
+  // Runs f on the region rebuilt from the fields and keeps what f changed,
+  // also when f throws.
+  template <class F>
+  void with_region(F&& f) {
     region r = load();
     try {
-      provider().protect(r, a);
+      f(r);
     } catch (...) {
       store(r);
       throw;
     }
     store(r);
+  }
+  void call_protect(access a) {
+    with_region([&](region& r) { provider().protect(r, a); });
   }
 
   bool inside_own_access(const access_scope* scope) const noexcept;
@@ -346,26 +350,20 @@ class alignas(state_pool::block_size) secret_state {
     closing_.store(true, std::memory_order_release);
   }
 
+  // Makes the pages read-only (a) or no-access; a failure is counted.
+  void set_pages_locked(access a) {
+    try {
+      call_protect(a);
+    } catch (...) {
+      count_failure();
+      throw;
+    }
+    readable_ = a == access::read;
+  }
   void open_locked() {
-    if (readable_) return;
-    try {
-      call_protect(access::read);
-    } catch (...) {
-      count_failure();
-      throw;
-    }
-    readable_ = true;
+    if (!readable_) set_pages_locked(access::read);
   }
-
-  void close_pages_locked() {
-    try {
-      call_protect(access::none);
-    } catch (...) {
-      count_failure();
-      throw;
-    }
-    readable_ = false;
-  }
+  void close_pages_locked() { set_pages_locked(access::none); }
 
   // With the pages readable: runs the backend's check; on a violation calls
   // the handler (once per secret), then aborts or quarantines and throws.
@@ -398,9 +396,7 @@ class alignas(state_pool::block_size) secret_state {
 
   void quarantine_locked() noexcept {
     const std::size_t locked_before = locked_;
-    region r = load();
-    provider().quarantine(r);
-    store(r);
+    with_region([&](region& r) { provider().quarantine(r); });
     mark_finished();
     count_released(locked_before - locked_);
   }
@@ -417,15 +413,12 @@ class alignas(state_pool::block_size) secret_state {
   void release_locked() {
     mark_finished();
     count_released(locked_);
-    region r = load();
     try {
-      provider().release(r);
+      with_region([&](region& r) { provider().release(r); });
     } catch (...) {
-      store(r);
       count_failure();
       throw;
     }
-    store(r);
   }
 
   void release_quietly() noexcept {
