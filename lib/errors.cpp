@@ -35,6 +35,7 @@ class category_impl final : public std::error_category {
       case errc::canary_violation: return "canary violation: memory next to a secret was corrupted";
       case errc::release_failed: return "secret wiped, but its memory could not be released";
       case errc::invalid_argument: return "invalid argument";
+      case errc::read_failed: return "reading a secret's bytes failed or ended early";
     }
     return "unknown securememory error";
   }

@@ -33,6 +33,7 @@
 #include <securememory/secret.hpp>
 
 #include "internal.hpp"
+#include "os/os.hpp"
 #include "small_mutex.hpp"
 #include "scrub.hpp"
 #include "state_pool.hpp"
@@ -43,6 +44,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -586,6 +588,44 @@ Secret SecretFactory::create_random(std::size_t size) const {
   state->populate(
       size, [](std::byte* dst, std::size_t n, void*) { randombytes_buf(dst, n); }, nullptr);
   return Secret(std::move(state));
+}
+
+Secret SecretFactory::create_with_callback(std::size_t size, fill_callback fill, void* context) const {
+  const detail::scrub_on_exit scrub;  // what fill left in registers and on the stack (scrub.hpp)
+  detail::ensure_initialised();
+  struct user_fill {
+    fill_callback fill;
+    void* context;
+  } call{fill, context};
+  detail::state_ref state(detail::secret_state::make(core_));
+  state->populate(
+      size,
+      [](std::byte* dst, std::size_t n, void* c) {
+        const auto* u = static_cast<const user_fill*>(c);
+        u->fill(std::span<std::byte>(dst, n), u->context);
+      },
+      &call);
+  return Secret(std::move(state));
+}
+
+Secret SecretFactory::create_from_fd(int fd, std::size_t size) const {
+  return create_with(size, [fd](std::span<std::byte> out) {
+    std::size_t done = 0;
+    while (done < out.size()) {
+      const long n = detail::os::read_fd(fd, out.data() + done, out.size() - done);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+      } else if (n == 0) {
+        throw error(errc::read_failed,
+                    fmt::format("create_from_fd: the input ended after {} of the {} bytes asked for; nothing was kept",
+                                done, out.size()));
+      } else if (errno != EINTR) {
+        detail::throw_os_error(errc::read_failed,
+                               fmt::format("create_from_fd: reading byte {} of {} failed", done, out.size()).c_str(),
+                               "read", errno, "nothing was kept");
+      }
+    }
+  });
 }
 
 backend::~backend() = default;

@@ -28,6 +28,7 @@ enum class call : unsigned char {
   close,
   setrlimit,
   prctl,
+  read,
   count_,
 };
 
@@ -68,6 +69,8 @@ void* map_shared(int fd, std::size_t length) noexcept;
 void* map_guard(void* addr, std::size_t length) noexcept;
 /// close(fd).
 int close_fd(int fd) noexcept;
+/// read(fd, buf, length); returns like read (-1 and errno, 0 at the end).
+long read_fd(int fd, void* buf, std::size_t length) noexcept;
 /// Called by unmap() with the range right before it is unmapped (after the
 /// fault hook let the call through). Tests and securememory-audit use it to
 /// inspect what the pages hold at the moment they are given back. It may be

@@ -52,6 +52,7 @@ const char* call_name(call c) noexcept {
     case call::close: return "close";
     case call::setrlimit: return "setrlimit";
     case call::prctl: return "prctl";
+    case call::read: return "read";
     case call::count_: break;
   }
   return "?";
@@ -148,6 +149,11 @@ void* map_guard(void* addr, std::size_t length) noexcept {
 int close_fd(int fd) noexcept {
   if (injected(call::close)) return -1;
   return ::close(fd);
+}
+
+long read_fd(int fd, void* buf, std::size_t length) noexcept {
+  if (injected(call::read)) return -1;
+  return static_cast<long>(::read(fd, buf, length));
 }
 
 int get_limit(int resource, rlimit& out) noexcept {
