@@ -6,7 +6,10 @@
 
 #include "backends/memguard.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
+#include <thread>
 #include <fstream>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -295,4 +298,43 @@ TEST_CASE("a violation found while a reader is inside is quarantined when the re
   CHECK(r.calls == 1);
   CHECK(secret.is_closed());
   CHECK(securememory::metrics().in_use == in_use - 1);  // quarantined by the last reader
+}
+
+TEST_CASE("a close() waiting for a reader wakes when that reader runs the deferred quarantine", "[violation][concurrency]") {
+  // In a child with a timeout: before the fix, close() slept for ever.
+  const auto c = securememory::proof::run_child(
+      [] {
+        securememory::set_violation_handler([](const securememory::Violation&) {});
+        securememory::set_violation_policy(violation_policy::quarantine);
+        auto secret = securememory::make_factory("memguard").create_random(16);
+        std::atomic<bool> corrupted{false};
+        std::atomic<bool> release{false};
+        std::thread reader([&] {
+          secret.with_bytes([&](std::span<const std::byte> b) {
+            auto* data = const_cast<std::byte*>(b.data());
+            auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
+            if (mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) std::abort();
+            data[-1] ^= std::byte{1};
+            if (mprotect(page, 4096, PROT_READ) != 0) std::abort();
+            corrupted = true;
+            while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          });
+        });
+        while (!corrupted.load()) std::this_thread::yield();
+        // Found by another thread while the reader is inside: quarantine deferred.
+        if (test::error_of([&] { secret.verify(); }) != errc::canary_violation) return 2;
+        std::thread releaser([&] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          release = true;
+        });
+        secret.close();  // waits for the reader, which quarantines on leaving
+        releaser.join();
+        reader.join();
+        return secret.is_closed() ? 0 : 3;
+      },
+      false, 10);
+  INFO(c.describe());
+  CHECK_FALSE(c.timed_out);
+  CHECK(c.exited);
+  CHECK(c.exit_code == 0);
 }
