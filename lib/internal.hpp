@@ -4,11 +4,13 @@
 
 #include <securememory/backend.hpp>
 #include <securememory/error.hpp>
+#include <securememory/secret.hpp>
 #include <securememory/violation.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <sys/mman.h>
 
 #include <spdlog/fmt/fmt.h>
@@ -20,6 +22,11 @@ namespace securememory::detail {
 /// Initialises libsodium exactly once (thread-safe) and installs the fork
 /// handler. Throws error(backend_unavailable) if sodium_init() fails.
 void ensure_initialised();
+
+/// The region a secret holds now, as its backend handed it out (empty for
+/// an empty or released handle). For tests that inspect a backend's
+/// memory; not on any production path.
+region region_of(const Secret& s) noexcept;
 
 /// Incremented in every child process right after fork(). A secret created
 /// under another generation belongs to the parent.
@@ -33,9 +40,6 @@ std::uint64_t fork_generation() noexcept;
 /// Rounds size up to whole pages, after adding `extra` bytes. Throws
 /// error(invalid_size) for size 0 or when the arithmetic would overflow.
 std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
-
-/// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise it.
-std::string memlock_hint();
 
 /// The mprotect flags for an access level (shared by the page-based backends).
 constexpr int page_protection(access a) noexcept {
@@ -51,6 +55,12 @@ constexpr int page_protection(access a) noexcept {
 /// it in r.current; throws error(protection_failed) naming mprotect and
 /// its errno.
 void protect_pages(void* addr, std::size_t length, region& r, access a);
+
+/// A name the caller gave (a backend name, maybe from the environment) for
+/// a message or a log line: in double quotes, at most 64 bytes of it,
+/// control characters, quotes, backslashes and non-ASCII bytes as \xNN,
+/// "..." when it was cut.
+std::string quoted(std::string_view name);
 
 // --- metrics --------------------------------------------------------------
 

@@ -166,6 +166,10 @@ class alignas(state_pool::block_size) secret_state {
   }
 
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+  [[nodiscard]] region region_now() noexcept {
+    const std::lock_guard lock(mutex_);
+    return finished_ ? region{} : load();
+  }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] std::string_view backend_name() const noexcept { return provider().name(); }
   [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire) || inherited(); }
@@ -542,6 +546,8 @@ void access_scope::finish() {
 // --- Secret ---------------------------------------------------------------
 
 Secret::Secret(detail::state_ref s) noexcept : state_(std::move(s)) {}
+
+region detail::region_of(const Secret& s) noexcept { return s.state_ ? s.state_->region_now() : region{}; }
 
 Secret& Secret::operator=(Secret&& other) noexcept {
   if (this != &other) {

@@ -114,7 +114,7 @@ SM_TEST("memguard: a refused mlock is memlock_limit and frees the allocation", "
   const auto expected = source;
   const auto maps_before = dontdump_mapping_count();
   for (const auto& [target, err, expected_errc] :
-       {std::tuple{call::mlock, ENOMEM, errc::memlock_limit}, std::tuple{call::madvise, EINVAL, errc::protection_failed},
+       {std::tuple{call::mlock, EPERM, errc::memlock_limit}, std::tuple{call::madvise, EINVAL, errc::protection_failed},
         std::tuple{call::mprotect, ENOMEM, errc::protection_failed}}) {
     CAPTURE(securememory::detail::os::call_name(target));
     test::fault_injector fault(target, err);

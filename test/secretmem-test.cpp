@@ -149,7 +149,9 @@ struct creation_failure {
   int err;
   int skip;
   int times;
+  int stride;
   errc expected;
+  int munmaps;  // the arena's reservation or mapping, unmapped again
 };
 
 }  // namespace
@@ -157,16 +159,17 @@ struct creation_failure {
 SM_TEST("a failed secretmem create leaves the source untouched and holds no descriptor or mapping", "[secretmem][faults]") {
   if (!secretmem_here()) return;
   const auto c = GENERATE(values<creation_failure>({
-      {call::memfd_secret, ENOMEM, 0, 1, errc::out_of_memory},
-      {call::memfd_secret, EMFILE, 0, 1, errc::out_of_memory},
-      {call::memfd_secret, ENOSYS, 0, 1, errc::backend_unavailable},
-      {call::ftruncate, EFBIG, 0, 1, errc::out_of_memory},
-      {call::mmap, ENOMEM, 0, 1, errc::out_of_memory},
-      {call::mmap, EAGAIN, 0, 1000, errc::memlock_limit},   // every size refused
-      {call::madvise, EINVAL, 0, 1, errc::protection_failed},  // MADV_DONTFORK
-      {call::mmap, ENOMEM, 1, 1, errc::out_of_memory},      // the guard page after the slot
-      {call::mprotect, ENOMEM, 0, 1, errc::protection_failed}, // the slot cannot be made writable
-      {call::mprotect, ENOMEM, 1, 1, errc::protection_failed}, // nor no-access after filling
+      {call::memfd_secret, ENOMEM, 0, 1, 1, errc::out_of_memory, 0},
+      {call::memfd_secret, EMFILE, 0, 1, 1, errc::out_of_memory, 0},
+      {call::memfd_secret, ENOSYS, 0, 1, 1, errc::backend_unavailable, 0},
+      {call::ftruncate, EFBIG, 0, 1, 1, errc::out_of_memory, 0},
+      {call::mmap, ENOMEM, 0, 1, 1, errc::out_of_memory, 0},       // the arena's address space
+      {call::mmap, ENOMEM, 1, 1, 1, errc::out_of_memory, 1},       // the file mapping over it
+      {call::mmap, EAGAIN, 1, 1000, 2, errc::memlock_limit, 3},    // every size refused (4, 2, 1 pages)
+      {call::madvise, EINVAL, 0, 1, 1, errc::protection_failed, 1},  // MADV_DONTFORK
+      {call::mmap, ENOMEM, 2, 1, 1, errc::out_of_memory, 1},       // the guard page after the slot
+      {call::mprotect, ENOMEM, 0, 1, 1, errc::protection_failed, 1}, // the slot cannot be made writable
+      {call::mprotect, ENOMEM, 1, 1, 1, errc::protection_failed, 1}, // nor no-access after filling
   }));
   CAPTURE(securememory::detail::os::call_name(c.target), c.err, c.skip);
   const test::page_cache_limit no_cache(0);  // no cached slot: the create must make an arena
@@ -178,7 +181,7 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
   const auto before = securememory::metrics();
   std::optional<test::caught_error> failure;
   {
-    test::fault_injector fault(c.target, c.err, c.skip, c.times);
+    test::fault_injector fault(c.target, c.err, c.skip, c.times, c.stride);
     failure = test::caught([&] { (void)factory.create(source); });
     REQUIRE(failure);
     CHECK(failure->code == c.expected);
@@ -186,10 +189,9 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
     CHECK(fault.injected() >= 1);
     const int failed = fault.injected();
     CHECK(fault.calls(call::memfd_secret) - (c.target == call::memfd_secret ? failed : 0) == fault.calls(call::close));
-    // The arena was mapped exactly when a step after its mmap failed; one
-    // munmap then takes it, guard page included.
-    const bool arena_mapped = c.target == call::madvise || c.target == call::mprotect || c.skip == 1;
-    CHECK(fault.calls(call::munmap) == (arena_mapped ? 1 : 0));
+    // Each reservation or arena mapped before the failure is unmapped (an
+    // arena with its guard pages) by exactly one munmap.
+    CHECK(fault.calls(call::munmap) == c.munmaps);
   }
   CHECK(source == expected);
   CHECK(failure->what.find(securememory::detail::os::call_name(c.target)) != std::string::npos);
