@@ -144,11 +144,15 @@ page_cache::run page_cache::take(std::size_t length) noexcept {
 }
 
 bool page_cache::put(run r) noexcept {
-  const std::size_t limit = current_limit();
-  if (limit == 0 || r.length > limit) return false;
   std::unique_lock lock(mutex_);
   bool others_trimmed = false;
   for (;;) {
+    // The bound is read with this cache's lock held, and again after every
+    // time the lock was let go: set_page_cache_limit() stores a new bound
+    // before its trim takes this lock, so a run put in under a stale bound
+    // would be one the trim cannot have seen.
+    const std::size_t limit = current_limit();
+    if (limit == 0 || r.length > limit) return false;
     std::size_t total = cached_total.load(std::memory_order_relaxed);
     if (total + r.length <= limit) {
       if (cached_total.compare_exchange_weak(total, total + r.length, std::memory_order_relaxed)) break;
@@ -179,15 +183,6 @@ bool page_cache::put(run r) noexcept {
     cached_total.fetch_sub(r.length, std::memory_order_relaxed);
     return false;
   }
-  lock.unlock();
-  // set_page_cache_limit() may have lowered the bound after it was read
-  // above and trimmed this cache before the run went in: that trim cannot
-  // see the run, so this put trims after itself against the bound now in
-  // force. (The new bound was stored before the trim took this cache's
-  // lock, so this load, made after the run went in under that lock, sees
-  // it.)
-  const std::size_t now = current_limit();
-  if (now < limit && cached_total.load(std::memory_order_relaxed) > now) release_until(now);
   return true;
 }
 
@@ -228,17 +223,21 @@ void page_cache::add_idle_holder(idle_release_fn release) noexcept {
   }
 }
 
+// Lock order: a cache's lock, then limit_mutex (put() reads the bound with
+// its cache locked; set_page_cache_limit() lets limit_mutex go before it
+// trims).
 void page_cache::before_fork() noexcept {
-  limit_mutex.lock();
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.lock();
+  limit_mutex.lock();
 }
 
 void page_cache::after_fork_parent() noexcept {
-  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.unlock();
   limit_mutex.unlock();
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.unlock();
 }
 
 void page_cache::after_fork_child() noexcept {
+  limit_mutex.unlock();
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
     for (const run& r : c->runs_) {
       cached_total.fetch_sub(r.length, std::memory_order_relaxed);
@@ -247,7 +246,6 @@ void page_cache::after_fork_child() noexcept {
     c->runs_.clear();
     c->mutex_.unlock();
   }
-  limit_mutex.unlock();
 }
 
 }  // namespace detail

@@ -146,7 +146,7 @@ class alignas(state_pool::block_size) secret_state {
         throw error(errc::invalid_size,
                     fmt::format("the {} backend needs more than 4 GiB of memory for a {}-byte secret; use a smaller "
                                 "secret",
-                                provider().name(), size));
+                                quoted(provider().name()), size));
       }
       fill(data_, size, context);
       call_protect(access::none);
@@ -439,7 +439,7 @@ class alignas(state_pool::block_size) secret_state {
                 fmt::format("integrity violation in a {}-byte {} secret ({}, {}): the secret was wiped and "
                             "quarantined (its pages stay mapped no-access); memory near it was overwritten, "
                             "look for a buffer overflow or underflow",
-                            v.size, v.backend, to_string(check), to_string(v.kind)));
+                            v.size, quoted(v.backend), to_string(check), to_string(v.kind)));
   }
 
   void quarantine_locked() noexcept {

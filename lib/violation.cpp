@@ -28,7 +28,7 @@ handler_holder& holder() {
 constinit std::atomic<violation_policy> current_policy{violation_policy::abort};
 
 void default_handler(const Violation& v) {
-  detail::log_critical(fmt::format("integrity violation in a {}-byte {} secret: {} found {}", v.size, v.backend,
+  detail::log_critical(fmt::format("integrity violation in a {}-byte {} secret: {} found {}", v.size, detail::quoted(v.backend),
                                    to_string(v.check), to_string(v.kind)));
 }
 

@@ -338,3 +338,47 @@ TEST_CASE("a close() waiting for a reader wakes when that reader runs the deferr
   CHECK(c.exited);
   CHECK(c.exit_code == 0);
 }
+
+TEST_CASE("an underflow into libsodium's own canary goes through the handler and the policy, not a SIGSEGV in sodium_free", "[violation][death]") {
+  // 20 bytes before the data: past our 16-byte canary, inside libsodium's.
+  auto underflow_20 = [](const securememory::Secret& s) {
+    auto* data = const_cast<std::byte*>(test::address_of(s));
+    auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 20) & ~std::uintptr_t{4095});
+    REQUIRE(mprotect(page, 8192, PROT_READ | PROT_WRITE) == 0);
+    data[-20] ^= std::byte{0x40};
+    REQUIRE(mprotect(page, 8192, PROT_NONE) == 0);
+  };
+  for (const std::size_t size : {std::size_t{32}, std::size_t{4080}}) {  // libsodium's canary on the data's page, or the page before
+    CAPTURE(size);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const auto child = test::run_in_child([&] {
+      close(fds[0]);
+      auto secret = securememory::make_factory("memguard").create_random(size);
+      securememory::set_violation_handler([&](const securememory::Violation& v) {
+        const std::string report = std::string(securememory::to_string(v.check)) + "\n";
+        (void)!write(fds[1], report.data(), report.size());
+      });
+      underflow_20(secret);
+      secret.close();
+      return 0;  // not reached: the policy aborts
+    });
+    close(fds[1]);
+    std::string report(64, '\0');
+    const auto n = read(fds[0], report.data(), report.size());
+    close(fds[0]);
+    report.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    INFO(child.describe());
+    CHECK(child.signaled);
+    CHECK(child.signal == SIGABRT);  // before the fix: SIGSEGV inside sodium_free, no handler
+    CHECK(report == "on_close\n");
+  }
+  // Quarantine: verify() sees it, and the process goes on.
+  const test::violation_settings_guard restore;
+  securememory::set_violation_handler([](const securememory::Violation&) {});
+  securememory::set_violation_policy(violation_policy::quarantine);
+  auto secret = securememory::make_factory("memguard").create_random(32);
+  underflow_20(secret);
+  CHECK(test::error_of([&] { secret.verify(); }) == errc::canary_violation);
+  CHECK(secret.is_closed());
+}

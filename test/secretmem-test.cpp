@@ -289,6 +289,29 @@ SM_TEST("reading past a secretmem secret's last page faults on its guard page, e
   CHECK(r.signal == SIGSEGV);
 }
 
+SM_TEST("a slot that ends its arena has a guard page too: one byte past it faults", "[secretmem][guard]") {
+  if (!secretmem_here()) return;
+  auto factory = securememory::make_factory("secretmem");
+  for (const std::size_t pages : {std::size_t{4}, std::size_t{1}}) {
+    CAPTURE(pages);
+    const auto r = test::run_in_child([&factory, pages] {
+      // A fresh process: its first arena is 4 pages, so a 4-page secret
+      // fills it and ends where it ends (1 page: a control, with a slot
+      // guard). Behind the arena, before the fix, lay whatever the kernel
+      // mapped next (the library's own code, here).
+      std::vector<securememory::Secret> held;
+      held.push_back(factory.create_random(pages * page));
+      return held.back().with_bytes([pages](std::span<const std::byte> b) {
+        (void)*static_cast<const volatile std::byte*>(b.data() + pages * page);
+        return 2;  // read past the end without a fault
+      });
+    });
+    INFO(r.describe());
+    CHECK(r.signaled);
+    CHECK(r.signal == SIGSEGV);
+  }
+}
+
 SM_TEST("smaps: arenas are locked, don't-dump and don't-fork; idle slots no-access", "[secretmem][smaps]") {
   if (!secretmem_here()) return;
   auto secret = securememory::make_factory("secretmem").create_random(5000);
