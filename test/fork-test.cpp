@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <optional>
 #include <thread>
+#include <sys/mman.h>
 #include <unistd.h>
 
 using securememory::errc;
@@ -208,4 +209,54 @@ SM_TEST("30 forks while two threads hammer with_bytes: every child is done withi
   for (auto& t : hammers) t.join();
   CHECK(hung == 0);
   CHECK(failed == 0);
+}
+
+namespace {
+
+// A violation handler whose copy constructor parks while `park_copies` is
+// set: before the fix the handler was copied with the holder's lock held,
+// so a fork right then left the child a locked holder.
+std::atomic<bool> park_copies{false};
+std::atomic<bool> parked_in_copy{false};
+struct slow_to_copy {
+  slow_to_copy() = default;
+  slow_to_copy(const slow_to_copy& /*other*/) {
+    if (!park_copies.load()) return;
+    parked_in_copy.store(true);
+    while (park_copies.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  slow_to_copy& operator=(const slow_to_copy&) = default;
+  void operator()(const securememory::Violation& /*v*/) const {}
+};
+
+}  // namespace
+
+SM_TEST("fork while another thread reports a violation: the child can still set a handler", "[fork][violation]") {
+  const test::violation_settings_guard restore;
+  securememory::set_violation_handler(slow_to_copy{});
+  securememory::set_violation_policy(securememory::violation_policy::quarantine);
+  auto secret = securememory::make_factory("memguard").create_random(16);
+  auto* data = const_cast<std::byte*>(test::address_of(secret));
+  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
+  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
+  data[-1] ^= std::byte{1};
+  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
+  parked_in_copy = false;
+  park_copies = true;
+  std::thread reporter([&] { (void)test::error_of([&] { secret.verify(); }); });
+  // Before the fix the copy parks with the lock held; after it, nothing
+  // copies the handler: give the reporter a moment either way.
+  for (int i = 0; i < 200 && !parked_in_copy.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto c = securememory::proof::run_child(
+      [] {
+        park_copies = false;
+        securememory::set_violation_handler(nullptr);
+        return 0;
+      },
+      false, child_timeout_seconds);
+  park_copies = false;
+  reporter.join();
+  INFO(c.describe());
+  CHECK_FALSE(c.timed_out);
+  CHECK(c.exit_code == 0);
 }
