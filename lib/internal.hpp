@@ -68,6 +68,12 @@ void count_created(std::size_t locked) noexcept;
 void count_released(std::size_t locked) noexcept;
 void count_failure() noexcept;
 void count_violation() noexcept;
+/// In a forked child: the parent's secrets are not this process's.
+void reset_counts_after_fork() noexcept;
+/// Locked bytes an owner holds for itself now, in this process.
+using locked_source = std::size_t (*)() noexcept;
+/// Adds a source to metrics().internal_locked_bytes (at most 4; never removed).
+void add_internal_locked_source(locked_source source) noexcept;
 /// Bytes held by the page caches now (lib/page_cache.cpp).
 std::uint64_t cached_bytes() noexcept;
 

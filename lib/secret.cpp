@@ -57,7 +57,10 @@ namespace detail {
 namespace {
 
 constinit std::atomic<std::uint64_t> fork_counter{0};
-void on_fork_child() noexcept { fork_counter.fetch_add(1, std::memory_order_relaxed); }
+void on_fork_child() noexcept {
+  fork_counter.fetch_add(1, std::memory_order_relaxed);
+  reset_counts_after_fork();
+}
 
 // The innermost access this thread is inside (a linked stack of scopes).
 constinit thread_local access_scope* innermost = nullptr;
@@ -377,8 +380,7 @@ class alignas(state_pool::block_size) secret_state {
     if (finished_) return;
     finished_ = true;
     readable_ = false;
-    count_released(locked_);
-    with_region([&](region& r) { provider().release_after_fork(r); });
+    with_region([&](region& r) { provider().release_after_fork(r); });  // not counted: the child's counts start at 0
   }
 
   bool finished_now() noexcept {

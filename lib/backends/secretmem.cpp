@@ -116,6 +116,7 @@ struct arena {
   segments free;
   std::size_t live = 0;    // slots of live secrets (their region::base points here)
   std::size_t cached = 0;  // slots held by the page cache
+  std::size_t stuck = 0;   // pages never used again (not wiped, or no bookkeeping): locked until the arena goes
 
   [[nodiscard]] bool empty() const noexcept { return live == 0 && cached == 0; }
 
@@ -233,6 +234,10 @@ class secretmem final : public backend {
     std::byte* data = p.a->base + p.first * page;
     if (p.guard && os::map_guard(data + length, page) == nullptr) {
       const int err = errno;
+      {
+        const std::lock_guard lock(mutex_);
+        ++p.a->stuck;  // the page that should have become the guard: still locked
+      }
       (void)give_back(p.a, p.first, pages, false, false);  // slot and page after it are never used again
       throw_map_failed(err, "mmap", page, guard_user);
     }
@@ -307,6 +312,20 @@ class secretmem final : public backend {
     auto* a = static_cast<arena*>(r.base);
     (void)give_back(a, 0, 0, false, false);  // bookkeeping only: a parent's arena is never unmapped here
     r = region{};
+  }
+
+  // Locked arena pages no secret uses, in this process: free segments and
+  // pages that are never used again (metrics().internal_locked_bytes).
+  std::size_t unused_locked_bytes() noexcept {
+    const std::uint64_t generation = fork_generation();
+    std::size_t pages = 0;
+    const std::lock_guard lock(mutex_);
+    for (const auto& a : arenas_) {
+      if (a->generation != generation) continue;  // a parent's: not mapped here
+      pages += a->stuck;
+      for (const auto& segment : a->free) pages += segment.second;
+    }
+    return pages * os::page_size();
   }
 
   // The page cache evicts a slot: it goes back to its arena as a free
@@ -434,10 +453,12 @@ class secretmem final : public backend {
     {
       const std::lock_guard lock(mutex_);
       --(from_cache ? a->cached : a->live);
+      if (!reusable) a->stuck += pages;
       if (reusable) {
         try {
           a->free.emplace(first, pages);
         } catch (...) {  // no memory for the bookkeeping: the slot stays unused (zero, no-access) until its arena goes
+          a->stuck += pages;
         }
       }
       if (a->empty()) {
@@ -531,6 +552,7 @@ std::shared_ptr<backend> make_secretmem() {
     auto made = std::make_shared<secretmem>();
     forking_instance = made.get();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    add_internal_locked_source([]() noexcept { return forking_instance->unused_locked_bytes(); });
     return new std::shared_ptr<backend>(std::move(made));  // never destroyed, like the registry
   }();
   return *instance;

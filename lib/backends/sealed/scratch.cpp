@@ -15,6 +15,11 @@
 // locks, so every slab is locked again before the child puts plaintext in
 // it; `taken` is cleared in the child (the parent's accesses do not
 // continue there, and the pages are zero: wiped at fork).
+//
+// Idle slabs are unlocked when the page caches are emptied (release_idle):
+// the slab's word is first set to "all taken" with a CAS from 0, so a
+// taker that saw the slab ready finds no room and locks another; the word
+// is cleared only after the slab is marked not ready.
 #include "backends/sealed/scratch.hpp"
 
 #include "internal.hpp"
@@ -102,18 +107,27 @@ std::byte* scratch::take(std::size_t n) {
   const auto k = static_cast<unsigned>((std::max<std::size_t>(n, 1) + chunk_ - 1) / chunk_);
   const std::uint64_t generation = current_generation();
   const std::size_t h = home();
-  for (std::size_t i = 0; i < count_; ++i) {
+  // The thread's own slab first, locked now if it is not yet: threads that
+  // share a slab share a cache line.
+  if (slabs_[h].ready.load(std::memory_order_acquire) == generation) {
+    if (std::byte* p = try_take(h, k)) return p;
+  } else if (slabs_[h].refused.load(std::memory_order_relaxed) != generation) {
+    if (std::byte* p = activate_and_take(h, 1, k, generation)) return p;
+  }
+  // Full or refused: share a slab that is locked already, then lock another.
+  for (std::size_t i = 1; i < count_; ++i) {
     const std::size_t s = (h + i) % count_;
     if (slabs_[s].ready.load(std::memory_order_acquire) != generation) continue;
     if (std::byte* p = try_take(s, k)) return p;
   }
-  if (std::byte* p = activate_and_take(h, k, generation)) return p;
+  if (std::byte* p = activate_and_take(h, count_, k, generation)) return p;
   return take_dedicated(n);
 }
 
-std::byte* scratch::activate_and_take(std::size_t home, unsigned k, std::uint64_t generation) {
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters): a slab index and a count of slabs
+std::byte* scratch::activate_and_take(std::size_t home, std::size_t tries, unsigned k, std::uint64_t generation) {
   const std::lock_guard lock(mutex_);
-  for (std::size_t i = 0; i < count_; ++i) {
+  for (std::size_t i = 0; i < tries; ++i) {
     const std::size_t s = (home + i) % count_;
     slab& sl = slabs_[s];
     if (sl.ready.load(std::memory_order_relaxed) == generation) {
@@ -153,6 +167,26 @@ void scratch::give(std::byte* p, std::size_t n) noexcept {
   const auto first = static_cast<unsigned>((offset % page_) / chunk_);
   const auto k = static_cast<unsigned>((std::max<std::size_t>(n, 1) + chunk_ - 1) / chunk_);
   slabs_[s].taken.fetch_and(~(run_mask(k) << first), std::memory_order_release);
+}
+
+std::size_t scratch::release_idle() noexcept {
+  if (!mutex_.try_lock()) return 0;
+  const std::uint64_t generation = current_generation();
+  std::size_t freed = 0;
+  for (std::size_t s = 0; s < count_; ++s) {
+    slab& sl = slabs_[s];
+    if (sl.ready.load(std::memory_order_relaxed) != generation) continue;
+    // Claim every chunk, so that no taker can start while it is unlocked;
+    // a slab with a chunk in use stays.
+    std::uint64_t idle = 0;
+    if (!sl.taken.compare_exchange_strong(idle, ~std::uint64_t{0}, std::memory_order_acquire)) continue;
+    sl.ready.store(0, std::memory_order_relaxed);
+    memory_.unlock(chunk_of(s, 0), page_);
+    sl.taken.store(0, std::memory_order_release);
+    freed += page_;
+  }
+  mutex_.unlock();
+  return freed;
 }
 
 std::size_t scratch::slabs_locked() const noexcept {

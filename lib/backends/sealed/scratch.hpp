@@ -49,6 +49,8 @@ struct scratch_memory {
   std::byte* (*map_dedicated)(std::size_t bytes);
   /// Gives back a map_dedicated() mapping (wiped by the caller).
   void (*unmap_dedicated)(std::byte* p, std::size_t bytes) noexcept;
+  /// Unlocks `bytes` at p (an idle slab, all zero).
+  void (*unlock)(std::byte* p, std::size_t bytes) noexcept;
 };
 
 /// The scratch of one process (one instance, never destroyed).
@@ -67,6 +69,12 @@ class scratch {
 
   /// Wipes the n bytes at p and gives them back. Any thread.
   void give(std::byte* p, std::size_t n) noexcept;
+
+  /// Unlocks every slab no access uses now (the page cache's idle-holder
+  /// hook: memlock pressure, or a bound of 0) and returns the bytes freed.
+  /// Skips the work when another thread is locking a slab right now (that
+  /// thread may be the caller, short of memlock). Never throws.
+  std::size_t release_idle() noexcept;
 
   /// Bytes locked now: slabs locked in this process, and mappings of their
   /// own in use.
@@ -94,7 +102,9 @@ class scratch {
 
   [[nodiscard]] std::byte* chunk_of(std::size_t s, unsigned first) const noexcept;
   [[nodiscard]] std::byte* try_take(std::size_t s, unsigned k) noexcept;
-  [[nodiscard]] std::byte* activate_and_take(std::size_t home, unsigned k, std::uint64_t generation);
+  // Under the mutex: the first of `tries` slabs from `home` on with room,
+  // locking those not locked yet.
+  [[nodiscard]] std::byte* activate_and_take(std::size_t home, std::size_t tries, unsigned k, std::uint64_t generation);
   [[nodiscard]] std::byte* take_dedicated(std::size_t n);
   [[nodiscard]] std::size_t home() noexcept;
   void ensure_reserved();

@@ -87,6 +87,8 @@ std::byte* map_dedicated_scratch(std::size_t bytes) { return static_cast<std::by
 
 void unmap_dedicated_scratch(std::byte* p, std::size_t bytes) noexcept { (void)unmap_locked(p, bytes); }
 
+void unlock_scratch(std::byte* p, std::size_t bytes) noexcept { (void)os::unlock(p, bytes); }
+
 std::byte* map_slot_block(std::size_t bytes) {
   void* p = os::map_anonymous(bytes);
   if (p == nullptr) throw_map_failed(errno, "mmap", bytes, arena_user);
@@ -100,7 +102,8 @@ std::byte* allocate_large_slot(std::size_t bytes) noexcept {
 void free_large_slot(std::byte* p, std::size_t /*bytes*/) noexcept { ::operator delete(p); }
 
 scratch& the_scratch() {
-  static auto* s = new scratch(scratch_memory{reserve_scratch, lock_scratch, map_dedicated_scratch, unmap_dedicated_scratch},
+  static auto* s = new scratch(scratch_memory{reserve_scratch, lock_scratch, map_dedicated_scratch,
+                                              unmap_dedicated_scratch, unlock_scratch},
                                os::page_size(), scratch::default_slab_count());  // never destroyed
   return *s;
 }
@@ -142,18 +145,19 @@ void after_fork_child() noexcept {
   after_fork_parent();
 }
 
-// The page cache's idle-holder hook: every key nobody uses.
-std::size_t release_idle_keys() noexcept {
+// The page cache's idle-holder hook: every key nobody uses, and every
+// scratch slab no access uses.
+std::size_t release_idle_memory() noexcept {
+  std::size_t freed = the_scratch().release_idle();
   std::vector<sealing_key*> snapshot;
   {
     const std::lock_guard lock(keys().mutex);
     try {
       snapshot = keys().keys;
     } catch (...) {
-      return 0;  // no memory for the snapshot: keep the keys this time
+      return freed;  // no memory for the snapshot: keep the keys this time
     }
   }
-  std::size_t freed = 0;
   for (sealing_key* k : snapshot) freed += k->release_if_idle();
   return freed;
 }
@@ -165,7 +169,8 @@ void register_process_hooks() {
     (void)the_slots();
     (void)keys();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-    page_cache::add_idle_holder(release_idle_keys);
+    page_cache::add_idle_holder(release_idle_memory);
+    add_internal_locked_source(sealed_locked_bytes);
     return true;
   }();
   (void)done;
