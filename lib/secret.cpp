@@ -65,6 +65,18 @@ void on_fork_child() noexcept {
 // The innermost access this thread is inside (a linked stack of scopes).
 constinit thread_local access_scope* innermost = nullptr;
 
+// Runs a backend call; an allocation failure inside it (the backend's own
+// bookkeeping) becomes error(out_of_memory), like every other failure.
+// Backends hold nothing after a failed call, whatever threw.
+template <class F>
+decltype(auto) no_bad_alloc(F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    throw error(errc::out_of_memory, "out of memory for a secret's bookkeeping; free memory");
+  }
+}
+
 }  // namespace
 
 void ensure_initialised() {
@@ -134,7 +146,7 @@ class alignas(state_pool::block_size) secret_state {
                                                     "keep large data encrypted under a secret key instead",
                                                     size, max_secret_size));
       }
-      r = provider().allocate(size);
+      r = no_bad_alloc([&] { return provider().allocate(size); });
     } catch (...) {
       count_failure();
       mark_finished();
@@ -343,7 +355,7 @@ class alignas(state_pool::block_size) secret_state {
     store(r);
   }
   void call_protect(access a) {
-    with_region([&](region& r) { provider().protect(r, a); });
+    with_region([&](region& r) { no_bad_alloc([&] { provider().protect(r, a); }); });
   }
 
   bool inside_own_access(const access_scope* scope) const noexcept;
@@ -464,7 +476,7 @@ class alignas(state_pool::block_size) secret_state {
     mark_finished();
     count_released(locked_);
     try {
-      with_region([&](region& r) { provider().release(r); });
+      with_region([&](region& r) { no_bad_alloc([&] { provider().release(r); }); });
     } catch (...) {
       count_failure();
       throw;
@@ -602,7 +614,8 @@ std::size_t Reader::read(std::span<std::byte> out) {
 
 SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) {
   if (!b) throw error(errc::invalid_argument, "SecretFactory needs a backend, got a null pointer");
-  core_ = new detail::factory_core(std::move(b));
+  core_ = new (std::nothrow) detail::factory_core(std::move(b));
+  if (core_ == nullptr) throw error(errc::out_of_memory, "out of memory for a SecretFactory; free memory");
 }
 
 SecretFactory::SecretFactory(const SecretFactory& other) noexcept : core_(other.core_) { core_->retain(); }
@@ -618,6 +631,8 @@ SecretFactory& SecretFactory::operator=(const SecretFactory& other) noexcept {
 SecretFactory::~SecretFactory() { core_->drop(); }
 
 std::string_view SecretFactory::backend() const noexcept { return core_->get().name(); }
+
+backend& detail::backend_of(const SecretFactory& f) noexcept { return f.core_->get(); }
 
 Secret SecretFactory::create(std::span<std::byte> source) const {
   const detail::scrub_on_exit scrub;  // the copy's registers and stack (scrub.hpp)

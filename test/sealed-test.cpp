@@ -304,8 +304,13 @@ TEST_CASE("memory per live 32-byte secret, amortised over 100,000", "[sealed][me
   const double mine = static_cast<double>(arena) / n;
   WARN("bytes per live 32-byte secret: total (RSS) " << total << ", sealed arena slot " << mine
                                                     << ", state machine and allocator " << total - mine);
-  CHECK(mine <= 64);    // nonce counter 8 + ciphertext 32 + tag 16 = 56
-  CHECK(total <= 128);  // the issue's target: slot 56 + the state's 64-byte pool block (lib/state_pool.cpp)
+  // The documented figures (docs/backends.md): a 56-byte slot (nonce
+  // counter 8 + ciphertext 32 + tag 16) and 121 bytes in all (the slot, the
+  // state's 64-byte pool block, the pool's chunk headers), within 2 bytes.
+  CHECK(mine > 55.9);
+  CHECK(mine <= 56);
+  CHECK(total >= 119);
+  CHECK(total <= 123);
 }
 
 SM_TEST("two secrets with equal plaintext have different ciphertexts", "[sealed]") {
@@ -378,6 +383,34 @@ SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: c
     // Quarantined: the slot is wiped and never handed out again.
     CHECK(test::all_zero_at(ct.data() - 8, 8 + ct.size()));
     CHECK(securememory::detail::sealed_stats().live_slots == before.live_slots - 1);
+    // Free slots of the same size exist (closed secrets'), and the next
+    // secrets take them, never the quarantined one.
+    {
+      std::vector<securememory::Secret> freed;
+      for (int i = 0; i < 8; ++i) freed.push_back(factory.create_random(32));
+    }
+    std::vector<securememory::Secret> next;
+    for (int i = 0; i < 16; ++i) {
+      next.push_back(factory.create_random(32));
+      CHECK(ct_of(next.back()).data() != ct.data());
+    }
+  }
+}
+
+SM_TEST("sealed: closing wipes the ciphertext slot, not only the scratch", "[sealed][wipe]") {
+  auto factory = securememory::make_factory("sealed");
+  for (const std::size_t size : {std::size_t{32}, std::size_t{1000}}) {  // slots of two size classes
+    CAPTURE(size);
+    auto keep = factory.create_random(size);  // a neighbour, so the slot's memory stays ours after close
+    auto secret = factory.create_random(size);
+    const auto r = securememory::detail::region_of(secret);
+    auto* slot = static_cast<const std::byte*>(r.base);
+    REQUIRE(slot != nullptr);
+    CHECK_FALSE(test::all_zero_at(slot + 8, size));  // ciphertext, before
+    secret.close();
+    // Ciphertext and tag wiped; the nonce counter's 8 bytes were wiped too
+    // and now hold the free list's link to the next free slot.
+    CHECK(test::all_zero_at(slot + 8, r.mapped - 8));
   }
 }
 

@@ -22,6 +22,7 @@ namespace securememory {
 inline constexpr std::size_t max_secret_size = (std::size_t{1} << 32) - (std::size_t{1} << 20);
 
 class Secret;
+class SecretFactory;
 
 namespace detail {
 class secret_state;
@@ -69,6 +70,8 @@ inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_funct
 
 /// The region a secret holds (internal, for tests; not exported).
 region region_of(const Secret& s) noexcept;
+/// The backend object of a factory (internal, for tests; not exported).
+backend& backend_of(const SecretFactory& f) noexcept;
 
 /// Throws error(invalid_argument) for a null with_bytes callback.
 [[noreturn]] SECUREMEMORY_API void throw_null_callback();
@@ -243,6 +246,7 @@ class SECUREMEMORY_API SecretFactory {
   [[nodiscard]] std::string_view backend() const noexcept;
 
  private:
+  friend securememory::backend& detail::backend_of(const SecretFactory& f) noexcept;
   using fill_callback = void (*)(std::span<std::byte> bytes, void* context);
   [[nodiscard]] Secret create_with_callback(std::size_t size, fill_callback fill, void* context) const;
 

@@ -293,7 +293,10 @@ class secretmem final : public backend {
       r = region{};
       return;
     }
-    const int unmap_err = give_back(a, first, pages, wipe_err == 0, false);
+    // A slot that could not be wiped, or made no-access again, is never
+    // handed out again (free slots are zero and no-access): it stays taken
+    // until its arena goes.
+    const int unmap_err = give_back(a, first, pages, wipe_err == 0 && seal_err == 0, false);
     r = region{};
     if (wipe_err != 0) {
       throw_os_error(errc::protection_failed, "secret could NOT be wiped before release", "mprotect", wipe_err,
@@ -301,7 +304,7 @@ class secretmem final : public backend {
     }
     if (seal_err != 0) {
       throw_os_error(errc::release_failed, "secret wiped, but its slot could not be made no-access again", "mprotect",
-                     seal_err);
+                     seal_err, "the slot is never reused; it goes with its arena");
     }
     if (unmap_err != 0) {
       throw_os_error(errc::release_failed, "secret wiped, but unmapping its empty arena failed", "munmap", unmap_err);
