@@ -73,9 +73,10 @@ securememory::region heap_backend::allocate(std::size_t size) {
   return r;
 }
 
-void heap_backend::protect(securememory::region& /*r*/, securememory::access a) {
+std::optional<securememory::ViolationKind> heap_backend::protect(securememory::region& /*r*/, securememory::access a) {
   last_access = a;
   ++protects;
+  return std::nullopt;
 }
 
 void heap_backend::release(securememory::region& r) {

@@ -160,7 +160,7 @@ class heap_backend final : public securememory::backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "test-heap"; }
   [[nodiscard]] securememory::region allocate(std::size_t size) override;
-  void protect(securememory::region& r, securememory::access a) override;
+  std::optional<securememory::ViolationKind> protect(securememory::region& r, securememory::access a) override;
   void release(securememory::region& r) override;
   int allocations = 0;
   int protects = 0;

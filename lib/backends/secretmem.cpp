@@ -249,7 +249,22 @@ class secretmem final : public backend {
     return region{.data = data, .size = size, .base = p.a, .mapped = length, .locked = length};
   }
 
-  void protect(region& r, access a) override { protect_pages(r.data, r.mapped, r, a); }
+  [[nodiscard]] BackendDescription describe() const noexcept override {
+    BackendDescription d;
+    d.provides.locked = true;
+    d.provides.excluded_from_core_dumps = true;
+    d.provides.no_access_while_idle = true;
+    d.provides.outside_direct_map = true;
+    d.provides.guard_pages = true;  // after the slot's last page (the rest of that page is zeros)
+    d.provides.hidden_from_fork_children = true;
+    d.provides.wiped_on_release = true;
+    return d;
+  }
+
+  std::optional<ViolationKind> protect(region& r, access a) override {
+    protect_pages(r.data, r.mapped, r, a);
+    return std::nullopt;
+  }
 
   // Held across fork() (pthread_atfork), so that a child never inherits it
   // locked by a thread that does not exist there.
