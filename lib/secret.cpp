@@ -646,6 +646,10 @@ SecretFactory::~SecretFactory() { core_->drop(); }
 
 std::string_view SecretFactory::backend() const noexcept { return core_->get().name(); }
 
+Guarantees SecretFactory::guarantees() const noexcept { return core_->get().describe().provides; }
+
+std::string_view SecretFactory::key_backend() const noexcept { return core_->get().describe().key_backend; }
+
 backend& detail::backend_of(const SecretFactory& f) noexcept { return f.core_->get(); }
 
 Secret SecretFactory::create(std::span<std::byte> source) const {

@@ -95,7 +95,9 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
-bool plaintext_in_scratch(std::string_view backend) { return backend == "sealed"; }
+bool plaintext_in_scratch(std::string_view backend) {
+  return securememory::make_factory(backend).guarantees().encrypted_at_rest;
+}
 
 bool all_zero_at(const std::byte* p, std::size_t n) {
   const auto* v = static_cast<const volatile std::byte*>(p);

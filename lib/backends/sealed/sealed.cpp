@@ -351,6 +351,13 @@ std::span<const std::byte> sealed_key_for_tests() noexcept {
   return s != nullptr ? s->key().bytes_for_tests() : std::span<const std::byte>{};
 }
 
+bool is_sealed(const backend& b) noexcept { return dynamic_cast<const sealed*>(&b) != nullptr; }
+
+std::span<const std::byte> key_bytes_of(const backend& b) noexcept {
+  const auto* s = dynamic_cast<const sealed*>(&b);
+  return s != nullptr ? s->key().bytes_for_tests() : std::span<const std::byte>{};
+}
+
 std::string_view sealed_key_backend(const backend& b) noexcept {
   const auto* s = dynamic_cast<const sealed*>(&b);
   return s != nullptr ? s->key().backend_name() : std::string_view{};
