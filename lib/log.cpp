@@ -6,15 +6,16 @@
 // a reference under the lock and calls the sink without it, so a sink may
 // call back into the library (even set_log_sink) and a sink replaced during
 // a call finishes that call. Without a user sink, messages go to the default
-// logger: an spdlog logger named "securememory" on stderr, created on first
-// use and never registered in spdlog's global registry. spdlog and fmt are
-// compiled into the library header-only with hidden visibility (and the
-// linker version script keeps every non-securememory symbol local), so the
-// library neither exports nor imports a single spdlog or fmt symbol: a host
-// with its own spdlog or fmt of any version cannot collide with it. The
-// holder is allocated once and never destroyed, so secrets closed at exit
-// can still log.
+// sink: the public spdlog adapter (securememory/spdlog.hpp) around a logger
+// named "securememory" on stderr, created on first use and never registered
+// in spdlog's global registry. spdlog and fmt are compiled into the library
+// header-only with hidden visibility (and the linker version script keeps
+// every non-securememory symbol local), so the library neither exports nor
+// imports a single spdlog or fmt symbol: a host with its own spdlog or fmt
+// of any version cannot collide with it. The holder is allocated once and
+// never destroyed, so secrets closed at exit can still log.
 #include <securememory/log.hpp>
+#include <securememory/spdlog.hpp>
 
 #include "internal.hpp"
 
@@ -30,34 +31,22 @@ namespace {
 
 struct sink_holder {
   std::mutex mutex;
-  std::shared_ptr<const log_sink> sink;  // null: the default logger
-  std::shared_ptr<spdlog::logger> fallback;
+  std::shared_ptr<const log_sink> sink;      // null: the default
+  std::shared_ptr<const log_sink> fallback;  // the default
 };
 
 sink_holder& holder() {
   static auto* h = [] {
     auto* made = new sink_holder{};  // never destroyed (exit-time use)
-    made->fallback = std::make_shared<spdlog::logger>("securememory", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-    made->fallback->set_level(spdlog::level::trace);  // the threshold below decides
+    auto logger = std::make_shared<spdlog::logger>("securememory", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    logger->set_level(spdlog::level::trace);  // the threshold below decides
+    made->fallback = std::make_shared<const log_sink>(spdlog_sink(std::move(logger)));
     return made;
   }();
   return *h;
 }
 
 constinit std::atomic<log_level> threshold{log_level::warn};
-
-spdlog::level::level_enum to_spdlog(log_level level) noexcept {
-  switch (level) {
-    case log_level::trace: return spdlog::level::trace;
-    case log_level::debug: return spdlog::level::debug;
-    case log_level::info: return spdlog::level::info;
-    case log_level::warn: return spdlog::level::warn;
-    case log_level::error: return spdlog::level::err;
-    case log_level::critical: return spdlog::level::critical;
-    case log_level::off: return spdlog::level::off;
-  }
-  return spdlog::level::critical;
-}
 
 }  // namespace
 
@@ -99,13 +88,9 @@ void log_at(log_level level, const std::string& message) noexcept {
     std::shared_ptr<const log_sink> sink;
     {
       const std::lock_guard lock(h.mutex);
-      sink = h.sink;
+      sink = h.sink ? h.sink : h.fallback;
     }
-    if (sink) {
-      (*sink)(level, message);
-    } else {
-      h.fallback->log(to_spdlog(level), spdlog::string_view_t(message.data(), message.size()));
-    }
+    (*sink)(level, message);
   } catch (...) {
     // A sink that throws must not turn a report into a crash.
   }

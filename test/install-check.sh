@@ -8,9 +8,7 @@ build=$1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
-DESTDIR="$dest" meson install -C "$build" --quiet >/dev/null
-prefix=$(meson introspect "$build" --buildoptions | python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"))')
-root="$dest$prefix"
+root=$("$repo/test/install-into.sh" "$build" "$dest")
 test -f "$root/include/securememory/securememory.hpp"
 pc=$(find "$root" -name securememory.pc | head -n 1)
 test -n "$pc"

@@ -7,6 +7,8 @@
 #include <securememory/securememory.hpp>
 #include <securememory/spdlog.hpp>
 
+#include "heap-region.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <spdlog/sinks/base_sink.h>
@@ -38,14 +40,7 @@ class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
 class failing_release_backend final : public securememory::backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "spdlog-adapter-test"; }
-  [[nodiscard]] securememory::region allocate(std::size_t size) override {
-    securememory::region r;
-    r.base = ::operator new(size);
-    r.data = static_cast<std::byte*>(r.base);
-    r.size = size;
-    r.mapped = size;
-    return r;
-  }
+  [[nodiscard]] securememory::region allocate(std::size_t size) override { return test::heap_region(size); }
   void protect(securememory::region& r, securememory::access a) override { r.current = a; }
   void release(securememory::region& r) override {
     std::memset(r.base, 0, r.size);

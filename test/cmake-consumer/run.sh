@@ -8,9 +8,7 @@ build=$(cd "$1" && pwd)
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-DESTDIR="$work/dest" meson install -C "$build" --quiet >/dev/null
-prefix=$(meson introspect "$build" --buildoptions | python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"))')
-root="$work/dest$prefix"
+root=$("$repo/test/install-into.sh" "$build" "$work/dest")
 config=$(find "$root" -name securememoryConfig.cmake | head -n 1)
 if [ -z "$config" ] || [ ! -f "$(dirname "$config")/securememoryConfigVersion.cmake" ]; then
   echo "cmake-consumer: securememoryConfig.cmake or its version file is not installed (is cmake installed?)"
