@@ -86,6 +86,7 @@ void remember(std::string_view function, std::string_view detail, std::string_vi
   std::size_t at = 0;
   for (const std::string_view part : {function, std::string_view(": "), detail, more}) {
     const std::size_t n = std::min(part.size(), last_error.size() - 1 - at);
+    if (n == 0) continue;  // (an empty part's data() may be null: no memcpy)
     std::memcpy(last_error.data() + at, part.data(), n);
     at += n;
   }

@@ -29,7 +29,7 @@ def preload_sanitizer_runtime(library):
         return
     env = dict(os.environ, SECUREMEMORY_CTYPES_PRELOADED="1")
     env["LD_PRELOAD"] = ":".join(path for _, path in runtimes)
-    env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"  # the last setting wins
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 

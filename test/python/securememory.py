@@ -9,7 +9,7 @@ close) and errors; add the other functions of securememory.h the same way.
     factory = securememory.Factory(lib, "protectedmemory")
     key = bytearray(b"...")                         # bytearray: the library wipes it
     with factory.create(key) as secret:             # key is now all zeros
-        digest = secret.with_bytes(lambda view: hashlib.sha256(view).hexdigest())
+        fingerprint = secret.with_bytes(lambda view: hashlib.sha256(view).hexdigest()[:16])
 
 Rules that matter in Python: read a secret only inside with_bytes, and copy
 nothing out of the view (bytes(view), view.tobytes() and str() make copies
