@@ -187,7 +187,7 @@ int securememory_factory_new(const char* backend, securememory_factory** out) {
   return guarded(function, [&] {
     auto factory = backend == nullptr || *backend == '\0' ? securememory::make_factory()
                                                           : securememory::make_factory(backend);
-    *out = new securememory_factory{std::move(factory)};
+    *out = new securememory_factory{factory};  // (a SecretFactory is copied, never moved)
     return 0;
   });
 }
