@@ -21,6 +21,9 @@ namespace securememory {
 /// guard pages. Larger sizes throw error(invalid_size).
 inline constexpr std::size_t max_secret_size = (std::size_t{1} << 32) - (std::size_t{1} << 20);
 
+class Secret;
+class SecretFactory;
+
 namespace detail {
 class secret_state;
 class factory_core;
@@ -64,6 +67,11 @@ template <class R, class... A>
 struct is_std_function<std::function<R(A...)>> : std::true_type {};
 template <class T>
 inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_function<T>::value;
+
+/// The region a secret holds (internal, for tests; not exported).
+region region_of(const Secret& s) noexcept;
+/// The backend object of a factory (internal, for tests; not exported).
+backend& backend_of(const SecretFactory& f) noexcept;
 
 /// Throws error(invalid_argument) for a null with_bytes callback.
 [[noreturn]] SECUREMEMORY_API void throw_null_callback();
@@ -160,6 +168,7 @@ class SECUREMEMORY_API Secret {
 
  private:
   friend class SecretFactory;
+  friend region detail::region_of(const Secret& s) noexcept;
   explicit Secret(detail::state_ref s) noexcept;
   detail::state_ref state_;
 };
@@ -237,6 +246,7 @@ class SECUREMEMORY_API SecretFactory {
   [[nodiscard]] std::string_view backend() const noexcept;
 
  private:
+  friend securememory::backend& detail::backend_of(const SecretFactory& f) noexcept;
   using fill_callback = void (*)(std::span<std::byte> bytes, void* context);
   [[nodiscard]] Secret create_with_callback(std::size_t size, fill_callback fill, void* context) const;
 
