@@ -379,7 +379,9 @@ int securememory_get_metrics(securememory_metrics* out, size_t size) {
     return invalid_argument("securememory_get_metrics", "pass a securememory_metrics and sizeof(securememory_metrics)");
   }
   const securememory::metrics_snapshot m = securememory::metrics();
-  const securememory_metrics all{m.allocated, m.in_use, m.locked_bytes, m.failures, m.violations, m.cached_bytes};
+  const securememory_metrics all{m.allocated,  m.in_use,       m.locked_bytes,         m.failures,
+                                 m.violations, m.cached_bytes, m.internal_locked_bytes};
+  static_assert(sizeof all == sizeof m, "securememory_metrics lacks a field of metrics_snapshot");
   std::memcpy(out, &all, std::min(size, sizeof all));
   return 0;
 }

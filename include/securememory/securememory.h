@@ -241,6 +241,9 @@ typedef struct securememory_metrics {
   uint64_t failures;     /* failed allocations, protections and releases */
   uint64_t violations;   /* integrity violations found */
   uint64_t cached_bytes; /* locked, wiped, no-access bytes kept by the page cache */
+  uint64_t internal_locked_bytes; /* locked bytes the library holds for itself (sealed's key and
+                                   * scratch, unused secretmem arena pages); the three together are
+                                   * what counts against RLIMIT_MEMLOCK */
 } securememory_metrics;
 
 /* Fills the first `size` bytes of *out (pass sizeof(securememory_metrics):

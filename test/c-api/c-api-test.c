@@ -451,6 +451,16 @@ static void metrics_and_page_cache(void) {
   securememory_secret_free(s);
   CHECK(securememory_get_metrics(&m, sizeof m) == 0);
   CHECK(m.cached_bytes == 0); /* nothing cached while disabled */
+  /* sealed's key and scratch are the library's own locked memory. */
+  if (securememory_backend_available("sealed")) {
+    securememory_factory* sealed = NULL;
+    CHECK(securememory_factory_new("sealed", &sealed) == 0);
+    CHECK(securememory_secret_create_random(sealed, 16, &s) == 0);
+    CHECK(securememory_get_metrics(&m, sizeof m) == 0);
+    CHECK(m.internal_locked_bytes > 0);
+    securememory_secret_free(s);
+    securememory_factory_free(sealed);
+  }
   CHECK(securememory_set_page_cache_limit(limit) == 0);
   securememory_factory_free(f);
 }
