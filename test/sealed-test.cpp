@@ -353,7 +353,7 @@ TEST_CASE("sealed: a corrupted ciphertext, policy abort: handler once, then SIGA
   CHECK(report == "sealed 32 on_open authentication_failed\n");  // exactly one report, before the abort
 }
 
-SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: canary_violation, wiped", "[sealed][violation]") {
+SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: integrity_violation, wiped", "[sealed][violation]") {
   const test::violation_settings_guard restore;
   int calls = 0;
   securememory::Violation last;
@@ -372,7 +372,7 @@ SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: c
     ct.data()[offset] ^= std::byte{0x80};
     bool called = false;
     CHECK(test::error_of([&] { secret.with_bytes([&](std::span<const std::byte>) { called = true; }); }) ==
-          errc::canary_violation);
+          errc::integrity_violation);
     CHECK_FALSE(called);
     CHECK(calls == 1);
     CHECK(last.kind == violation_kind::authentication_failed);
@@ -424,10 +424,10 @@ SM_TEST("sealed: verify() and close() authenticate the ciphertext too", "[sealed
   intact.verify();
   auto verified = factory.create_random(16);
   ct_of(verified)[0] ^= std::byte{1};
-  CHECK(test::error_of([&] { verified.verify(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { verified.verify(); }) == errc::integrity_violation);
   auto closed = factory.create_random(16);
   ct_of(closed)[15] ^= std::byte{1};
-  CHECK(test::error_of([&] { closed.close(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { closed.close(); }) == errc::integrity_violation);
   CHECK(seen == std::vector<violation_check>{violation_check::on_verify, violation_check::on_close});
 }
 
@@ -441,7 +441,7 @@ SM_TEST("sealed: a ciphertext copied into another secret's slot does not open", 
   auto b = factory.create_random(32);
   const auto b_ct = ct_of(b);
   std::memcpy(b_ct.data() - 8, a_ct.data() - 8, 8 + a_ct.size());  // nonce, ciphertext and tag of a
-  CHECK(test::error_of([&] { b.with_bytes([](std::span<const std::byte>) {}); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { b.with_bytes([](std::span<const std::byte>) {}); }) == errc::integrity_violation);
   CHECK(a.with_bytes([](std::span<const std::byte> p) { return p.size(); }) == 32);
 }
 

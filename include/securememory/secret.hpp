@@ -245,6 +245,17 @@ class SECUREMEMORY_API SecretFactory {
   /// Name of the backend.
   [[nodiscard]] std::string_view backend() const noexcept;
 
+  /// What this factory's backend guarantees on this host now: its own
+  /// description, with what it found here (sealed: whether its key is
+  /// outside the kernel's direct map). See guarantees.hpp. May probe the
+  /// host the first time (sealed's key backend); never throws.
+  [[nodiscard]] Guarantees guarantees() const noexcept;
+
+  /// The backend holding this backend's key ("secretmem" or "memguard" for
+  /// sealed, where memfd_secret works or not), "" for backends without a
+  /// key. Never throws.
+  [[nodiscard]] std::string_view key_backend() const noexcept;
+
  private:
   friend securememory::backend& detail::backend_of(const SecretFactory& f) noexcept;
   using fill_callback = void (*)(std::span<std::byte> bytes, void* context);
