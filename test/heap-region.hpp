@@ -12,8 +12,8 @@ namespace test {
 /// `size` bytes of ordinary heap memory as a region (nothing locked or
 /// protected), as test backends hand out; give it back with
 /// ::operator delete(r.base). Throws std::bad_alloc.
-inline securememory::region heap_region(std::size_t size) {
-  securememory::region r;
+inline securememory::Region heap_region(std::size_t size) {
+  securememory::Region r;
   r.base = ::operator new(size);
   r.data = static_cast<std::byte*>(r.base);
   r.size = size;

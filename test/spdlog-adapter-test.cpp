@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,12 +38,15 @@ class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
 
 // Heap memory whose release wipes and frees it, then reports a failure: a
 // secret's destructor then has to log "closing a secret failed".
-class failing_release_backend final : public securememory::backend {
+class failing_release_backend final : public securememory::Backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "spdlog-adapter-test"; }
-  [[nodiscard]] securememory::region allocate(std::size_t size) override { return test::heap_region(size); }
-  void protect(securememory::region& r, securememory::access a) override { r.current = a; }
-  void release(securememory::region& r) override {
+  [[nodiscard]] securememory::Region allocate(std::size_t size) override { return test::heap_region(size); }
+  std::optional<securememory::ViolationKind> protect(securememory::Region& r, securememory::Access a) override {
+    r.current = a;
+    return std::nullopt;
+  }
+  void release(securememory::Region& r) override {
     std::memset(r.base, 0, r.size);
     ::operator delete(r.base);
     throw securememory::error(securememory::errc::release_failed, "spdlog-adapter-test: release fails on purpose");

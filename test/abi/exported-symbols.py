@@ -31,7 +31,7 @@ ALLOWED_DETAIL = (
 # Symbols without which the API does not work across the library boundary.
 REQUIRED = (
     "typeinfo for securememory::error",  # catch (const securememory::error&)
-    "vtable for securememory::backend",  # user backends derive from it
+    "vtable for securememory::Backend",  # user backends derive from it
     "securememory::make_factory()",
     "securememory::set_log_sink(",
 )
