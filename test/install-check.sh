@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary prefix with `meson install`, checks the
-# headers and securememory.pc, then compiles and runs the README example
-# against the installed copy through pkg-config.
+# Installs the build into a temporary prefix with `meson install`, checks
+# that every public header and securememory.pc are installed, then compiles
+# and runs the README example against the installed copy through pkg-config.
 # Usage: test/install-check.sh BUILD_DIR
 set -euo pipefail
 build=$1
@@ -9,7 +9,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
 root=$("$repo/test/install-into.sh" "$build" "$dest")
-test -f "$root/include/securememory/securememory.hpp"
+for header in "$repo"/include/securememory/*.h "$repo"/include/securememory/*.hpp; do
+  if [ ! -f "$root/include/securememory/$(basename "$header")" ]; then
+    echo "install-check: $(basename "$header") is not installed (add it to include/securememory/meson.build)"
+    exit 1
+  fi
+done
 pc=$(find "$root" -name securememory.pc | head -n 1)
 test -n "$pc"
 export PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR="$dest"
