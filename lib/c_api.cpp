@@ -58,20 +58,20 @@ static_assert(SECUREMEMORY_E_UNKNOWN_BACKEND == static_cast<int>(errc::unknown_b
 static_assert(SECUREMEMORY_E_DUPLICATE_BACKEND == static_cast<int>(errc::duplicate_backend));
 static_assert(SECUREMEMORY_E_BACKEND_UNAVAILABLE == static_cast<int>(errc::backend_unavailable));
 static_assert(SECUREMEMORY_E_REENTRANT_CLOSE == static_cast<int>(errc::reentrant_close));
-static_assert(SECUREMEMORY_E_CANARY_VIOLATION == static_cast<int>(errc::canary_violation));
+static_assert(SECUREMEMORY_E_INTEGRITY_VIOLATION == static_cast<int>(errc::integrity_violation));
 static_assert(SECUREMEMORY_E_RELEASE_FAILED == static_cast<int>(errc::release_failed));
 static_assert(SECUREMEMORY_E_INVALID_ARGUMENT == static_cast<int>(errc::invalid_argument));
 static_assert(SECUREMEMORY_E_READ_FAILED == static_cast<int>(errc::read_failed));
 static_assert(SECUREMEMORY_MAX_SECRET_SIZE == securememory::max_secret_size);
-static_assert(SECUREMEMORY_CHECK_ON_OPEN == static_cast<int>(securememory::violation_check::on_open));
-static_assert(SECUREMEMORY_CHECK_ON_CLOSE == static_cast<int>(securememory::violation_check::on_close));
-static_assert(SECUREMEMORY_CHECK_ON_VERIFY == static_cast<int>(securememory::violation_check::on_verify));
-static_assert(SECUREMEMORY_VIOLATION_CANARY_BEFORE_DATA ==
-              static_cast<int>(securememory::violation_kind::canary_before_data));
+static_assert(SECUREMEMORY_CHECK_ON_OPEN == static_cast<int>(securememory::ViolationCheck::on_open));
+static_assert(SECUREMEMORY_CHECK_ON_CLOSE == static_cast<int>(securememory::ViolationCheck::on_close));
+static_assert(SECUREMEMORY_CHECK_ON_VERIFY == static_cast<int>(securememory::ViolationCheck::on_verify));
+static_assert(SECUREMEMORY_VIOLATION_CANARY_OVERWRITTEN ==
+              static_cast<int>(securememory::ViolationKind::canary_overwritten));
 static_assert(SECUREMEMORY_VIOLATION_AUTHENTICATION_FAILED ==
-              static_cast<int>(securememory::violation_kind::authentication_failed));
-static_assert(SECUREMEMORY_POLICY_ABORT == static_cast<int>(securememory::violation_policy::abort));
-static_assert(SECUREMEMORY_POLICY_QUARANTINE == static_cast<int>(securememory::violation_policy::quarantine));
+              static_cast<int>(securememory::ViolationKind::authentication_failed));
+static_assert(SECUREMEMORY_POLICY_ABORT == static_cast<int>(securememory::ViolationPolicy::abort));
+static_assert(SECUREMEMORY_POLICY_QUARANTINE == static_cast<int>(securememory::ViolationPolicy::quarantine));
 static_assert(SECUREMEMORY_LOG_TRACE == static_cast<int>(securememory::log_level::trace));
 static_assert(SECUREMEMORY_LOG_WARN == static_cast<int>(securememory::log_level::warn));
 static_assert(SECUREMEMORY_LOG_OFF == static_cast<int>(securememory::log_level::off));
@@ -367,7 +367,7 @@ int securememory_set_violation_policy(int policy, int* previous) {
     return invalid_argument("securememory_set_violation_policy",
                             "not a policy; pass SECUREMEMORY_POLICY_ABORT or SECUREMEMORY_POLICY_QUARANTINE");
   }
-  const auto old = securememory::set_violation_policy(static_cast<securememory::violation_policy>(policy));
+  const auto old = securememory::set_violation_policy(static_cast<securememory::ViolationPolicy>(policy));
   if (previous != nullptr) *previous = static_cast<int>(old);
   return 0;
 }

@@ -60,7 +60,7 @@ enum securememory_errc {
   SECUREMEMORY_E_DUPLICATE_BACKEND = 7,    /* (C++ register_backend only) */
   SECUREMEMORY_E_BACKEND_UNAVAILABLE = 8,  /* the backend cannot run on this host */
   SECUREMEMORY_E_REENTRANT_CLOSE = 9,      /* close from inside the same secret's with_bytes callback */
-  SECUREMEMORY_E_CANARY_VIOLATION = 10,    /* memory next to the secret was corrupted (policy quarantine) */
+  SECUREMEMORY_E_INTEGRITY_VIOLATION = 10, /* memory next to the secret overwritten, or sealed data altered */
   SECUREMEMORY_E_RELEASE_FAILED = 11,      /* wiped, but unlocking or unmapping failed */
   SECUREMEMORY_E_INVALID_ARGUMENT = 12,    /* a NULL handle, callback or pointer, or a value out of range */
   SECUREMEMORY_E_READ_FAILED = 13,         /* reading from a file descriptor failed or ended early */
@@ -145,7 +145,7 @@ SECUREMEMORY_C_API int securememory_secret_create_from_fd(securememory_factory* 
  * never keep it. Several threads may be inside at once; fn may read other
  * secrets, and may free this handle (the close then happens when fn
  * returns). Returns 0 (whatever fn returned), E_CLOSED, E_PROTECTION_FAILED,
- * E_CANARY_VIOLATION (policy quarantine), E_CALLBACK_FAILED (a C++ fn
+ * E_INTEGRITY_VIOLATION (policy quarantine), E_CALLBACK_FAILED (a C++ fn
  * threw), E_INVALID_ARGUMENT (NULL s or fn). */
 SECUREMEMORY_C_API int securememory_secret_with_bytes(securememory_secret* s,
                                                       int (*fn)(const void* bytes, size_t size, void* context),
@@ -156,7 +156,7 @@ SECUREMEMORY_C_API int securememory_secret_with_bytes(securememory_secret* s,
  * close is a no-op (returns 0). Returns 0, E_REENTRANT_CLOSE (called inside
  * this secret's own callback: it stays open), E_PROTECTION_FAILED (could not
  * wipe) or E_RELEASE_FAILED (wiped, not released): closed all the same,
- * E_CANARY_VIOLATION (policy quarantine), E_INVALID_ARGUMENT (NULL s). */
+ * E_INTEGRITY_VIOLATION (policy quarantine), E_INVALID_ARGUMENT (NULL s). */
 SECUREMEMORY_C_API int securememory_secret_close(securememory_secret* s);
 
 /* Closes the secret if it is open and frees the handle; NULL is a no-op.
@@ -174,8 +174,8 @@ SECUREMEMORY_C_API const char* securememory_secret_backend(const securememory_se
 
 /* Runs the backend's integrity check now (a no-op for backends without
  * one). On a violation: the handler, then the policy (abort, or quarantine
- * and E_CANARY_VIOLATION). Returns 0, E_CLOSED, E_PROTECTION_FAILED,
- * E_CANARY_VIOLATION, E_INVALID_ARGUMENT (NULL s). */
+ * and E_INTEGRITY_VIOLATION). Returns 0, E_CLOSED, E_PROTECTION_FAILED,
+ * E_INTEGRITY_VIOLATION, E_INVALID_ARGUMENT (NULL s). */
 SECUREMEMORY_C_API int securememory_secret_verify(securememory_secret* s);
 
 /* ---- backends ----------------------------------------------------------- */
@@ -201,7 +201,7 @@ enum securememory_violation_check {
 };
 
 enum securememory_violation_kind {
-  SECUREMEMORY_VIOLATION_CANARY_BEFORE_DATA = 0,    /* memguard's canary was overwritten */
+  SECUREMEMORY_VIOLATION_CANARY_OVERWRITTEN = 0,    /* memory in front of the secret was overwritten (memguard) */
   SECUREMEMORY_VIOLATION_AUTHENTICATION_FAILED = 1  /* a sealed secret's ciphertext was altered */
 };
 
@@ -224,7 +224,7 @@ SECUREMEMORY_C_API int securememory_set_violation_handler(securememory_violation
 
 enum securememory_violation_policy {
   SECUREMEMORY_POLICY_ABORT = 0,      /* abort() after the handler (default) */
-  SECUREMEMORY_POLICY_QUARANTINE = 1  /* wipe, keep the pages mapped no-access, close, E_CANARY_VIOLATION */
+  SECUREMEMORY_POLICY_QUARANTINE = 1  /* wipe, keep the pages mapped no-access, close, E_INTEGRITY_VIOLATION */
 };
 
 /* Sets the process-wide policy; stores the previous one in *previous unless

@@ -509,12 +509,12 @@ static void violations(void) {
   securememory_secret* s = corrupted_memguard_secret(f);
   CHECK(s != NULL);
   int result = 0;
-  CHECK(securememory_secret_with_bytes(s, size_of, NULL, &result) == SECUREMEMORY_E_CANARY_VIOLATION);
+  CHECK(securememory_secret_with_bytes(s, size_of, NULL, &result) == SECUREMEMORY_E_INTEGRITY_VIOLATION);
   CHECK(seen.calls == 1);
   CHECK(strcmp(seen.backend, "memguard") == 0);
   CHECK(seen.size == 16);
   CHECK(seen.check == SECUREMEMORY_CHECK_ON_OPEN);
-  CHECK(seen.kind == SECUREMEMORY_VIOLATION_CANARY_BEFORE_DATA);
+  CHECK(seen.kind == SECUREMEMORY_VIOLATION_CANARY_OVERWRITTEN);
   CHECK(securememory_secret_is_closed(s) == 1); /* quarantined */
   securememory_secret_free(s);
   securememory_metrics after;
@@ -524,7 +524,7 @@ static void violations(void) {
   /* verify() finds it too. */
   s = corrupted_memguard_secret(f);
   CHECK(s != NULL);
-  CHECK(securememory_secret_verify(s) == SECUREMEMORY_E_CANARY_VIOLATION);
+  CHECK(securememory_secret_verify(s) == SECUREMEMORY_E_INTEGRITY_VIOLATION);
   CHECK(seen.calls == 2 && seen.check == SECUREMEMORY_CHECK_ON_VERIFY);
   securememory_secret_free(s);
 
@@ -534,7 +534,7 @@ static void violations(void) {
   struct log_record log = {0, -1, 1, ""};
   CHECK(securememory_set_log_sink(record_log, &log) == 0);
   s = corrupted_memguard_secret(f);
-  CHECK(securememory_secret_verify(s) == SECUREMEMORY_E_CANARY_VIOLATION);
+  CHECK(securememory_secret_verify(s) == SECUREMEMORY_E_INTEGRITY_VIOLATION);
   securememory_secret_free(s);
   CHECK(seen.calls == 2); /* ours is no longer installed */
   CHECK(log.calls == 1);
@@ -543,7 +543,7 @@ static void violations(void) {
   CHECK(log.all_ascii);
   CHECK(securememory_set_log_level(SECUREMEMORY_LOG_OFF, NULL) == 0);
   s = corrupted_memguard_secret(f);
-  CHECK(securememory_secret_verify(s) == SECUREMEMORY_E_CANARY_VIOLATION);
+  CHECK(securememory_secret_verify(s) == SECUREMEMORY_E_INTEGRITY_VIOLATION);
   securememory_secret_free(s);
   CHECK(log.calls == 1);
   CHECK(securememory_set_log_level(SECUREMEMORY_LOG_WARN, NULL) == 0);
