@@ -80,25 +80,10 @@ void protect_pages(void* addr, std::size_t length, region& r, access a);
 /// "..." when it was cut.
 std::string quoted(std::string_view name);
 
-// --- metrics --------------------------------------------------------------
-
-void count_created(std::size_t locked) noexcept;
-void count_released(std::size_t locked) noexcept;
-void count_failure() noexcept;
-void count_violation() noexcept;
-/// In a forked child: the parent's secrets are not this process's.
-void reset_counts_after_fork() noexcept;
-/// Locked bytes an owner holds for itself now, in this process.
-using locked_source = std::size_t (*)() noexcept;
-/// Adds a source to metrics().internal_locked_bytes (at most 4; never removed).
-void add_internal_locked_source(locked_source source) noexcept;
-/// Bytes held by the page caches now (lib/page_cache.cpp).
-std::uint64_t cached_bytes() noexcept;
-
 // --- violations -----------------------------------------------------------
 
-/// Counts the violation, calls the handler (an exception from it is logged
-/// and ignored) and returns the policy to apply.
+/// Calls the handler (an exception from it is logged and ignored) and
+/// returns the policy to apply. (The caller counts the violation.)
 violation_policy report_violation(const Violation& v) noexcept;
 
 // --- logging (never pass secret bytes) ------------------------------------

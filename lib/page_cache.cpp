@@ -111,10 +111,18 @@ std::size_t current_limit() noexcept {
 
 }  // namespace
 
-std::uint64_t cached_bytes() noexcept { return cached_total.load(std::memory_order_relaxed); }
+std::uint64_t page_cache::cached_bytes_of(std::string_view owner) noexcept {
+  if (owner.empty()) return cached_total.load(std::memory_order_relaxed);
+  std::uint64_t total = 0;
+  for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
+    if (owner == c->owner_) total += c->bytes_.load(std::memory_order_relaxed);
+  }
+  return total;
+}
 
 // NOLINTNEXTLINE(bugprone-easily-swappable-parameters): two callbacks of different roles, named
-page_cache::page_cache(release_fn release, forget_fn forget) noexcept : release_(release), forget_(forget) {
+page_cache::page_cache(const char* owner, release_fn release, forget_fn forget) noexcept
+    : owner_(owner), release_(release), forget_(forget) {
   static const bool registered = [] {
     pthread_atfork(&page_cache::before_fork, &page_cache::after_fork_parent, &page_cache::after_fork_child);
     return true;
@@ -138,6 +146,7 @@ page_cache::run page_cache::take(std::size_t length) noexcept {
     const run found = *it;
     runs_.erase(std::next(it).base());
     cached_total.fetch_sub(length, std::memory_order_relaxed);
+    bytes_.fetch_sub(length, std::memory_order_relaxed);
     return found;
   }
   return {};
@@ -173,6 +182,7 @@ bool page_cache::put(run r) noexcept {
     const run victim = runs_.front();
     runs_.pop_front();
     cached_total.fetch_sub(victim.length, std::memory_order_relaxed);
+    bytes_.fetch_sub(victim.length, std::memory_order_relaxed);
     lock.unlock();
     release_(victim.base, victim.length);
     lock.lock();
@@ -183,6 +193,7 @@ bool page_cache::put(run r) noexcept {
     cached_total.fetch_sub(r.length, std::memory_order_relaxed);
     return false;
   }
+  bytes_.fetch_add(r.length, std::memory_order_relaxed);
   return true;
 }
 
@@ -193,6 +204,7 @@ std::size_t page_cache::release_until(std::size_t total_limit) noexcept {
     const run victim = runs_.front();
     runs_.pop_front();
     cached_total.fetch_sub(victim.length, std::memory_order_relaxed);
+    bytes_.fetch_sub(victim.length, std::memory_order_relaxed);
     lock.unlock();
     release_(victim.base, victim.length);
     released += victim.length;
@@ -246,6 +258,7 @@ void page_cache::after_fork_child() noexcept {
       if (c->forget_ != nullptr) c->forget_(r.base, r.length);
     }
     c->runs_.clear();
+    c->bytes_.store(0, std::memory_order_relaxed);
     c->mutex_.unlock();
   }
 }

@@ -6,7 +6,10 @@
 // which calls lib/os/. Every instance is created once and never destroyed.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <string_view>
 #include <deque>
 #include <mutex>
 
@@ -30,7 +33,7 @@ class page_cache {
 
   /// Creates a cache and registers it for fork handling and for
   /// release_all_caches(). Create instances as never-destroyed statics.
-  page_cache(release_fn release, forget_fn forget) noexcept;
+  page_cache(const char* owner, release_fn release, forget_fn forget) noexcept;
   page_cache(const page_cache&) = delete;
   page_cache& operator=(const page_cache&) = delete;
   ~page_cache() = delete;  // never destroyed: see the file comment
@@ -51,6 +54,9 @@ class page_cache {
   /// then releases it itself. Call it with none of the owner's locks that
   /// its release hook takes.
   [[nodiscard]] bool put(run r) noexcept;
+
+  /// Bytes the caches of backend `owner` hold now (all caches for "").
+  [[nodiscard]] static std::uint64_t cached_bytes_of(std::string_view owner) noexcept;
 
   /// Releases every run of every cache, and the idle memory of every idle
   /// holder (memlock pressure). Returns the number of bytes released.
@@ -73,8 +79,10 @@ class page_cache {
   static void after_fork_parent() noexcept;
   static void after_fork_child() noexcept;
 
+  const char* owner_;
   release_fn release_;
   forget_fn forget_;
+  std::atomic<std::size_t> bytes_{0};  // this cache's share of the total
   std::mutex mutex_;
   std::deque<run> runs_;  // oldest first
   page_cache* next_ = nullptr;  // registry of all caches (never shrinks)

@@ -34,6 +34,7 @@
 #include <securememory/secret.hpp>
 
 #include "internal.hpp"
+#include "metrics.hpp"
 #include "os/os.hpp"
 #include "small_mutex.hpp"
 #include "scrub.hpp"
@@ -105,8 +106,12 @@ std::uint64_t fork_generation() noexcept { return fork_counter.load(std::memory_
 // secret made with it: one pointer per secret keeps the backend alive.
 class factory_core final {
  public:
-  explicit factory_core(std::shared_ptr<Backend> b) noexcept
-      : backend_(std::move(b)), checks_integrity_(backend_->describe().checks_integrity) {}
+  // Throws std::bad_alloc (the backend's counters, made on first use).
+  explicit factory_core(std::shared_ptr<Backend> b) : backend_(std::move(b)) {
+    const BackendDescription d = backend_->describe();
+    checks_integrity_ = d.checks_integrity;
+    counters_ = &counters_for(backend_->name(), d.mappings_per_secret);
+  }
   factory_core(const factory_core&) = delete;
   factory_core& operator=(const factory_core&) = delete;
   ~factory_core() = default;
@@ -118,10 +123,12 @@ class factory_core final {
   [[nodiscard]] Backend& get() const noexcept { return *backend_; }
   // Asked once, when the factory was made: it is on the path of every access.
   [[nodiscard]] bool checks_integrity() const noexcept { return checks_integrity_; }
+  [[nodiscard]] backend_counters& counters() const noexcept { return *counters_; }
 
  private:
   std::shared_ptr<Backend> backend_;
-  bool checks_integrity_;
+  bool checks_integrity_ = false;
+  backend_counters* counters_ = nullptr;
   std::atomic<std::uint64_t> refs_{1};
 };
 
@@ -211,7 +218,7 @@ class alignas(state_pool::block_size) secret_state {
       }
       r = no_bad_alloc([&] { return provider().allocate(size); });
     } catch (...) {
-      count_failure();
+      count_failure(core_->counters());
       mark_finished();
       throw;
     }
@@ -229,7 +236,7 @@ class alignas(state_pool::block_size) secret_state {
       fill(data_, size, context);
       (void)call_protect(Access::none);
     } catch (...) {
-      count_failure();
+      count_failure(core_->counters());
       mark_finished();
       try {
         region to_release = r;  // the full sizes, even where they did not fit
@@ -240,7 +247,7 @@ class alignas(state_pool::block_size) secret_state {
       }
       throw;
     }
-    count_created(locked_);
+    count_created(core_->counters(), size_, locked_, mapped_);
   }
 
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
@@ -489,7 +496,7 @@ class alignas(state_pool::block_size) secret_state {
     try {
       found = call_protect(a);
     } catch (...) {
-      count_failure();
+      count_failure(core_->counters());
       throw;
     }
     if (!found) readable_ = a == Access::read;
@@ -512,6 +519,7 @@ class alignas(state_pool::block_size) secret_state {
     v.size = size_;
     v.check = check;
     v.kind = *found;
+    count_violation(core_->counters());
     reporting_violation = this;  // purge() from the handler leaves this secret to this path
     const ViolationPolicy policy = report_violation(v);
     reporting_violation = nullptr;
@@ -536,9 +544,11 @@ class alignas(state_pool::block_size) secret_state {
 
   void quarantine_locked() noexcept {
     const std::size_t locked_before = locked_;
+    const std::size_t mapped_before = mapped_;
     with_region([&](region& r) { provider().quarantine(r); });
     mark_finished();
-    count_released(locked_before - locked_);
+    // What it could not unlock stays locked for good, and counted.
+    count_released(core_->counters(), size_, locked_before - locked_, mapped_before);
   }
 
   void run_deferred_locked() noexcept {
@@ -552,11 +562,11 @@ class alignas(state_pool::block_size) secret_state {
 
   void release_locked() {
     mark_finished();
-    count_released(locked_);
+    count_released(core_->counters(), size_, locked_, mapped_);
     try {
       with_region([&](region& r) { no_bad_alloc([&] { provider().release(r); }); });
     } catch (...) {
-      count_failure();
+      count_failure(core_->counters());
       throw;
     }
   }
@@ -815,8 +825,11 @@ bool equal(const Secret& a, std::span<const std::byte> bytes) {
 
 SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) {
   if (!b) throw error(errc::invalid_argument, "SecretFactory needs a backend, got a null pointer");
-  core_ = new (std::nothrow) detail::factory_core(std::move(b));
-  if (core_ == nullptr) throw error(errc::out_of_memory, "out of memory for a SecretFactory; free memory");
+  try {
+    core_ = new detail::factory_core(std::move(b));
+  } catch (const std::bad_alloc&) {
+    throw Error(Errc::out_of_memory, "out of memory for a SecretFactory; free memory");
+  }
 }
 
 SecretFactory::SecretFactory(const SecretFactory& other) noexcept : core_(other.core_) { core_->retain(); }

@@ -97,7 +97,6 @@ std::string_view to_string(ViolationPolicy p) noexcept {
 namespace detail {
 
 violation_policy report_violation(const Violation& v) noexcept {
-  count_violation();
   std::shared_ptr<ViolationHandler> handler;
   {
     handler_holder& h = holder();

@@ -89,3 +89,52 @@ SM_TEST("metrics account for every byte the library locks (VmLck), on every back
   CHECK(checkpoints == 6);
   WARN(name << ": " << text);
 }
+
+SM_TEST("backend_metrics(): each backend's own counters, adding up to metrics()", "[metrics]") {
+  const test::fresh_page_cache cache(std::size_t{1} << 20U);
+  auto find = [](std::string_view name) {
+    for (const auto& b : securememory::backend_metrics()) {
+      if (b.backend == name) return b;
+    }
+    return securememory::BackendMetrics{};
+  };
+  for (const auto& name : securememory::backend_names()) {
+    if (!securememory::backend_available(name)) continue;
+    CAPTURE(name);
+    auto factory = securememory::make_factory(name);
+    (void)factory.create_random(1);  // the backend has counters from now on
+    const auto before = find(name);
+    std::vector<Secret> held;
+    for (int i = 0; i < 5; ++i) held.push_back(factory.create_random(100));
+    const auto during = find(name);
+    CHECK(during.allocated == before.allocated + 5);
+    CHECK(during.in_use == before.in_use + 5);
+    CHECK(during.bytes_in_use == before.bytes_in_use + 500);
+    CHECK(during.mapped_bytes > before.mapped_bytes);
+    const std::size_t per_secret = securememory::detail::backend_of(factory).describe().mappings_per_secret;
+    CHECK(during.mappings == during.in_use * per_secret);
+    held.clear();
+    const auto after = find(name);
+    CHECK(after.in_use == before.in_use);
+    CHECK(after.bytes_in_use == before.bytes_in_use);
+    CHECK(after.locked_bytes == before.locked_bytes);
+  }
+  // The page caches and the internal memory are their owners'.
+  CHECK(find("protectedmemory").cached_bytes + find("secretmem").cached_bytes == securememory::metrics().cached_bytes);
+  CHECK(find("protectedmemory").internal_locked_bytes == 0);
+  CHECK(find("sealed").internal_locked_bytes > 0);  // its key and scratch
+  securememory::MetricsSnapshot sum;
+  for (const auto& b : securememory::backend_metrics()) {
+    sum.in_use += b.in_use;
+    sum.locked_bytes += b.locked_bytes;
+    sum.allocated += b.allocated;
+    sum.cached_bytes += b.cached_bytes;
+    sum.internal_locked_bytes += b.internal_locked_bytes;
+  }
+  const auto total = securememory::metrics();
+  CHECK(sum.in_use == total.in_use);
+  CHECK(sum.locked_bytes == total.locked_bytes);
+  CHECK(sum.allocated == total.allocated);
+  CHECK(sum.cached_bytes == total.cached_bytes);
+  CHECK(sum.internal_locked_bytes == total.internal_locked_bytes);
+}

@@ -68,6 +68,9 @@ struct BackendDescription {
   bool locks_per_secret = true;
   /// The backend holding this backend's key ("" when it has none).
   std::string_view key_backend{};
+  /// Mappings (VMAs, counted against vm.max_map_count) one secret costs,
+  /// for the metrics' estimate (0: secrets share their mappings).
+  std::size_t mappings_per_secret = 0;
 };
 
 /// A memory provider. See the rules in the file comment.

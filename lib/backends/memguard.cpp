@@ -110,6 +110,7 @@ class memguard final : public backend {
 
   [[nodiscard]] BackendDescription describe() const noexcept override {
     BackendDescription d;
+    d.mappings_per_secret = 4;
     d.provides.locked = true;
     d.provides.excluded_from_core_dumps = true;
     d.provides.no_access_while_idle = true;

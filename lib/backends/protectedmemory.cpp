@@ -41,7 +41,7 @@ void release_run(void* base, std::size_t length) noexcept { (void)unmap_locked(b
 void forget_run(void* base, std::size_t length) noexcept { os::unmap(base, length); }
 
 page_cache& cache() {
-  static auto* instance = new page_cache(release_run, forget_run);  // never destroyed
+  static auto* instance = new page_cache("protectedmemory", release_run, forget_run);  // never destroyed
   return *instance;
 }
 
@@ -65,6 +65,7 @@ class protectedmemory final : public backend {
 
   [[nodiscard]] BackendDescription describe() const noexcept override {
     BackendDescription d;
+    d.mappings_per_secret = 1;
     d.provides.locked = true;
     d.provides.excluded_from_core_dumps = true;
     d.provides.no_access_while_idle = true;

@@ -29,6 +29,7 @@
 #include "backends/sealed/scratch.hpp"
 #include "backends/sealed/slots.hpp"
 #include "internal.hpp"
+#include "metrics.hpp"
 #include "locked_pages.hpp"
 #include "os/os.hpp"
 #include "page_cache.hpp"
@@ -176,7 +177,7 @@ void register_process_hooks() {
     (void)keys();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     page_cache::add_idle_holder(release_idle_memory);
-    add_internal_locked_source(sealed_locked_bytes);
+    add_internal_locked_source("sealed", sealed_locked_bytes);
     add_emergency_hook(wipe_in_signal_handler);
     return true;
   }();

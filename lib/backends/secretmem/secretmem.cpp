@@ -36,6 +36,7 @@
 #include "backends/secretmem/probe.hpp"
 #include "internal.hpp"
 #include "locked_pages.hpp"
+#include "metrics.hpp"
 #include "os/os.hpp"
 #include "page_cache.hpp"
 
@@ -138,7 +139,7 @@ void release_cached_slot(void* base, std::size_t length) noexcept;
 // forget hook: in a forked child the backend's own handler drops the
 // parent's arenas (none is mapped there).
 page_cache& cache() {
-  static auto* instance = new page_cache(release_cached_slot, nullptr);  // never destroyed
+  static auto* instance = new page_cache("secretmem", release_cached_slot, nullptr);  // never destroyed
   return *instance;
 }
 
@@ -171,6 +172,7 @@ class secretmem final : public backend {
 
   [[nodiscard]] BackendDescription describe() const noexcept override {
     BackendDescription d;
+    d.mappings_per_secret = 2;
     d.provides.locked = true;
     d.provides.excluded_from_core_dumps = true;
     d.provides.no_access_while_idle = true;
@@ -304,7 +306,7 @@ std::shared_ptr<backend> make_secretmem() {
     auto made = std::make_shared<secretmem>();
     forking_instance = made.get();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-    add_internal_locked_source([]() noexcept { return forking_instance->arenas().unused_bytes(); });
+    add_internal_locked_source("secretmem", []() noexcept { return forking_instance->arenas().unused_bytes(); });
     return new std::shared_ptr<backend>(std::move(made));  // never destroyed, like the registry
   }();
   return *instance;
