@@ -1,7 +1,8 @@
 // The guarantees, proven on the real kernel for every registered backend,
 // by the same checks securememory-audit runs (lib/proof/): core dumps
 // (kernel and gcore), swap (smaps Locked), wiping at unmap, no access,
-// /proc/PID/mem visibility, fork, memlock exhaustion. A SKIP (host or build
+// /proc/PID/mem visibility, fork, memlock exhaustion, and the envelope
+// workload's decrypt path (no key byte in a core). A SKIP (host or build
 // limitation, e.g. a sanitizer build for the core dumps) is printed as a
 // WARN with its reason; a FAIL fails the test.
 #include "support.hpp"
@@ -38,6 +39,10 @@ SM_TEST("reading outside with_bytes dies of SIGSEGV", "[proof]") { run_check("no
 SM_TEST("/proc/PID/mem visibility matches the documented expectation", "[proof]") { run_check("ptrace"); }
 SM_TEST("a forked child sees no secret byte and can close or destroy it", "[proof]") { run_check("fork"); }
 SM_TEST("memlock exhaustion without CAP_IPC_LOCK is memlock_limit and leak-free", "[proof]") { run_check("memlock"); }
+SM_TEST("envelope decryption through create_with leaves no key byte in a core; the control's heap copies are found",
+        "[proof][core]") {
+  run_check("envelope");
+}
 
 SM_TEST("no copy in the saved registers either, once the library's calls return", "[proof][core]") {
   // The core-dump check fails on memory hits only (the issue's criterion);

@@ -417,7 +417,7 @@ result check_memlock(const std::string& backend) {
 
 // ---- the table ----------------------------------------------------------------------------------
 
-constexpr std::array<check, 9> table{{
+constexpr std::array<check, 10> table{{
     {"round-trip", "create_random, with_bytes and reader agree, close", &check_round_trip},
     {"core-dump", "a kernel core dump (idle, inside with_bytes, after close) holds no secret byte", &check_core_dumps},
     {"gcore", "a gcore snapshot of a live process holds no secret byte", &check_gcore},
@@ -427,6 +427,7 @@ constexpr std::array<check, 9> table{{
     {"ptrace", "what root sees through /proc/PID/mem, against the documented expectation", &check_ptrace},
     {"fork", "a forked child sees no secret byte and can close or destroy the secret", &check_fork},
     {"memlock", "RLIMIT_MEMLOCK exhaustion without CAP_IPC_LOCK is memlock_limit, leak-free", &check_memlock},
+    {"envelope", "envelope decryption through create_with leaves no key byte in a core (memory, registers); control finds heap copies", &check_envelope},
 }};
 
 std::string capability_ipc_lock() {
