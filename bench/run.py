@@ -348,8 +348,11 @@ def envelope_report(medians, cpu_ns, context, repetitions):
     return "\n".join(lines)
 
 
-def plot_envelope(medians, path):
-    """Records per second against threads, encrypt and decrypt side by side."""
+PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+
+
+def pyplot(path):
+    """matplotlib.pyplot drawing to files, or None (said on stderr) when matplotlib is missing."""
     try:
         import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -358,8 +361,15 @@ def plot_envelope(medians, path):
     except ImportError:
         print(f"matplotlib is missing (apt-get install python3-matplotlib): no plot written to {path}",
               file=sys.stderr)
+        return None
+    return plt
+
+
+def plot_envelope(medians, path):
+    """Records per second against threads, encrypt and decrypt side by side."""
+    plt = pyplot(path)
+    if plt is None:
         return False
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
     backends = sorted({k[0].split("/")[1] for k in medians if k[0].startswith("envelope/")})
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
     for ax, op in zip(axes, ENVELOPE_OPS):
@@ -369,7 +379,7 @@ def plot_envelope(medians, path):
             if not points:
                 continue
             ax.plot([t for t, _ in points], [v for _, v in points], "--" if b == "baseline" else "-", marker="o",
-                    color="grey" if b == "baseline" else palette[(i - 1) % len(palette)],
+                    color="grey" if b == "baseline" else PALETTE[(i - 1) % len(PALETTE)],
                     label="keys in ordinary memory" if b == "baseline" else b)
         ax.set_title(f"{op} a 1 KiB record")
         ax.set_xlabel("threads")
@@ -391,14 +401,8 @@ def envelope_plot_path(path):
 
 
 def plot(medians, path):
-    try:
-        import matplotlib  # pylint: disable=import-outside-toplevel
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        print(f"matplotlib is missing (apt-get install python3-matplotlib): no plot written to {path}",
-              file=sys.stderr)
+    plt = pyplot(path)
+    if plt is None:
         return False
     series = {}
     for (name, threads), ips in medians.items():
@@ -407,10 +411,9 @@ def plot(medians, path):
     fig, ax = plt.subplots(figsize=(11, 6))
     # One colour per backend (baselines grey), one marker per benchmark kind,
     # dashed for the raw floors and baselines.
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
     backends = sorted({n.split("/")[-1] if n.startswith("floor/") else n.split("/")[1] for n in series
                        if not n.startswith(("baseline/", "peer/"))})
-    colour = {b: palette[i % len(palette)] for i, b in enumerate(backends)}
+    colour = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
     markers = {"with_bytes": "s", "with_bytes_shared": "o", "with_bytes_distinct": "^"}
     for name in sorted(series):
         points = sorted(series[name].items())
