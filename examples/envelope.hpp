@@ -22,6 +22,7 @@
 
 #include <sodium.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -100,9 +101,12 @@ struct record {
   box data;                 ///< the payload under the DRK
 };
 
-/// The context a key is wrapped with: the id of the key that wraps it, so
-/// that a record cannot be made to name another IK.
-inline std::span<const std::byte> id_context(const std::uint32_t& id) { return std::as_bytes(std::span(&id, 1)); }
+/// The context a key is wrapped with: the id of the key that wraps it (4
+/// bytes, little-endian on every machine), so that a wrapped key cannot be
+/// passed off as another id's.
+inline std::array<std::byte, 4> id_context(std::uint32_t id) {
+  return {std::byte(id & 0xFFU), std::byte(id >> 8U & 0xFFU), std::byte(id >> 16U & 0xFFU), std::byte(id >> 24U)};
+}
 
 /// Encrypts a record: a new random DRK; one access to it to encrypt the
 /// payload; one access to the IK with a nested access to the DRK to wrap
