@@ -21,6 +21,8 @@ namespace securememory {
 /// guard pages. Larger sizes throw error(invalid_size).
 inline constexpr std::size_t max_secret_size = (std::size_t{1} << 32) - (std::size_t{1} << 20);
 
+class Secret;
+
 namespace detail {
 class secret_state;
 class factory_core;
@@ -64,6 +66,9 @@ template <class R, class... A>
 struct is_std_function<std::function<R(A...)>> : std::true_type {};
 template <class T>
 inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_function<T>::value;
+
+/// The region a secret holds (internal, for tests; not exported).
+region region_of(const Secret& s) noexcept;
 
 /// Throws error(invalid_argument) for a null with_bytes callback.
 [[noreturn]] SECUREMEMORY_API void throw_null_callback();
@@ -160,6 +165,7 @@ class SECUREMEMORY_API Secret {
 
  private:
   friend class SecretFactory;
+  friend region detail::region_of(const Secret& s) noexcept;
   explicit Secret(detail::state_ref s) noexcept;
   detail::state_ref state_;
 };
