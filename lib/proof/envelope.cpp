@@ -131,6 +131,7 @@ result envelope_core_dump(const std::string& backend, envelope_path path, core_s
 }
 
 result check_envelope(const std::string& backend) {
+  if (auto no = undeclared(backend, Guarantee::excluded_from_core_dumps)) return *no;
   if (const auto why = core_dump_limit(); !why.empty()) return result::skip(why);
   std::vector<std::pair<std::string, result>> parts;
   for (const auto path : {envelope_path::create_with_idle, envelope_path::create_with_after_close, envelope_path::ordinary_buffer}) {
