@@ -44,6 +44,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -52,6 +53,7 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <sys/mman.h>
 
 namespace securememory {
 namespace detail {
@@ -65,6 +67,10 @@ void on_fork_child() noexcept {
 
 // The innermost access this thread is inside (a linked stack of scopes).
 constinit thread_local access_scope* innermost = nullptr;
+
+// The secret whose violation this thread is reporting to the handler (its
+// lock held), for purge() called from the handler.
+constinit thread_local const secret_state* reporting_violation = nullptr;
 
 // Runs a backend call; an allocation failure inside it (the backend's own
 // bookkeeping) becomes error(out_of_memory), like every other failure.
@@ -128,16 +134,68 @@ class alignas(state_pool::block_size) secret_state {
 
   // A new state with one reference, in a block of the pool. Throws
   // error(out_of_memory).
-  static secret_state* make(factory_core* core) { return new (state_pool::take()) secret_state(core); }
+  static secret_state* make(factory_core* core) {
+    auto* s = new (state_pool::take()) secret_state(core);
+    state_pool::publish(s);  // constructed: purge() may see it from now on
+    return s;
+  }
 
   secret_state(const secret_state&) = delete;
   secret_state& operator=(const secret_state&) = delete;
 
   void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // A reference, unless the state is already on its way out (count 0).
+  bool retain_if_alive() noexcept {
+    std::uint32_t n = refs_.load(std::memory_order_relaxed);
+    while (n != 0) {
+      if (refs_.compare_exchange_weak(n, n + 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+    }
+    return false;
+  }
   void drop() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     this->~secret_state();
     state_pool::give(this);
+  }
+
+  // purge(): closes now without waiting for anyone. New accesses are
+  // refused at once; with accesses in flight the last one releases. The
+  // secret whose violation this thread is reporting is left to its
+  // violation path (which holds its lock). Never throws. True when this
+  // call found it open.
+  bool purge_now() noexcept {
+    if (inherited()) {
+      drop_inherited();
+      return false;
+    }
+    if (closing_.exchange(true, std::memory_order_acq_rel) && finished_now_relaxed()) return false;
+    if (reporting_violation == this) return false;
+    const std::unique_lock lock(mutex_);
+    if (finished_) return false;
+    if (readers_.load(std::memory_order_relaxed) != 0) {
+      if (deferred_ == deferred::nothing) deferred_ = deferred::release;
+      return true;
+    }
+    release_quietly();
+    return true;
+  }
+
+  // From a signal handler (emergency_wipe): async-signal-safe, no lock. The
+  // secret is refused from now on, and its bytes are zeroed where they lie
+  // (readable or not). A state being created (no data yet) or released
+  // (finished) is skipped: its memory may be going away.
+  void wipe_in_signal_handler() noexcept {
+    closing_.store(true, std::memory_order_release);
+    const volatile bool& finished = finished_;
+    std::byte* const volatile& data = data_;
+    const std::byte* bytes = data;
+    const std::size_t size = size_;
+    if (finished || bytes == nullptr || size == 0 || inherited()) return;
+    const std::size_t page = os::page_size();
+    const auto first = reinterpret_cast<std::uintptr_t>(bytes) / page * page;
+    const auto end = (reinterpret_cast<std::uintptr_t>(bytes) + size + page - 1) / page * page;
+    if (os::protect(reinterpret_cast<void*>(first), end - first, PROT_READ | PROT_WRITE) != 0) return;  // NOLINT(performance-no-int-to-ptr)
+    sodium_memzero(const_cast<std::byte*>(bytes), size);  // NOLINT(*-const-cast): the secret's own memory
   }
 
   // Allocates, fills (read-write), then makes no-access. On failure nothing
@@ -407,6 +465,10 @@ class alignas(state_pool::block_size) secret_state {
     const std::unique_lock lock(mutex_);
     return finished_;
   }
+  // A hint only (no lock): true once the state was released.
+  [[nodiscard]] bool finished_now_relaxed() const noexcept {
+    return reinterpret_cast<const volatile bool&>(finished_);  // NOLINT(*-reinterpret-cast): racy read, a hint
+  }
 
   void throw_if_unusable() const {
     if (closing_.load(std::memory_order_relaxed)) {
@@ -450,7 +512,9 @@ class alignas(state_pool::block_size) secret_state {
     v.size = size_;
     v.check = check;
     v.kind = *found;
+    reporting_violation = this;  // purge() from the handler leaves this secret to this path
     const ViolationPolicy policy = report_violation(v);
+    reporting_violation = nullptr;
     if (policy == ViolationPolicy::abort) {
       log_critical("aborting after an integrity violation (policy abort)");
       std::abort();
@@ -545,9 +609,21 @@ bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
 void retain(secret_state* s) noexcept { s->retain(); }
 void drop(secret_state* s) noexcept { s->drop(); }
 
-access_scope::access_scope(state_ref state) : state_(std::move(state)), outer_(innermost) {
-  if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
+access_scope::access_scope(state_ref state) : state_(std::move(state)) { enter(); }
+
+access_scope::access_scope(state_ref state, std::error_code& ec) noexcept : state_(std::move(state)) {
+  try {
+    enter();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+    done_ = true;  // nothing to end
+  }
+}
+
+void access_scope::enter() {
+  if (!state_) throw Error(Errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->begin_access();
+  outer_ = innermost;
   innermost = this;
 }
 
@@ -561,12 +637,88 @@ access_scope::~access_scope() {
   }
 }
 
-std::span<const std::byte> access_scope::bytes() const noexcept { return state_->bytes(); }
+std::span<const std::byte> access_scope::bytes() const noexcept {
+  return done_ ? std::span<const std::byte>{} : state_->bytes();
+}
 
 void access_scope::finish() {
   done_ = true;
   innermost = outer_;
   state_->end_access(true);
+}
+
+void access_scope::finish(std::error_code& ec) noexcept {
+  try {
+    finish();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+  }
+}
+
+void null_callback(std::error_code& ec) noexcept {
+  try {
+    throw_null_callback();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+  }
+}
+
+namespace {
+
+// Runs f, turning an exception into ec (and the thread's last message);
+// returns f's result, or a default one on an error.
+template <class F>
+auto reporting(std::error_code& ec, F&& f) noexcept -> decltype(f()) {
+  ec.clear();
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+  }
+  if constexpr (!std::is_void_v<decltype(f())>) return {};
+}
+
+}  // namespace
+
+// --- purge ----------------------------------------------------------------
+
+std::size_t purge_all() noexcept {
+  // Passes over the pool until one finds no open secret: each collects up
+  // to a batch of live states (a reference each, taken under the pool's
+  // lock), then purges them outside it. No allocation: purge() must work
+  // when memory is short.
+  constexpr std::size_t batch = 256;
+  std::size_t purged = 0;
+  for (;;) {
+    struct collected {
+      std::array<secret_state*, batch> states{};
+      std::size_t count = 0;
+      bool more = false;
+    } c;
+    state_pool::for_each_in_use(
+        [](void* block, void* context) noexcept {
+          auto& col = *static_cast<collected*>(context);
+          auto* s = static_cast<secret_state*>(block);
+          if (s->is_closed()) return;  // closed, closing, or inherited
+          if (col.count == col.states.size()) {
+            col.more = true;
+            return;
+          }
+          if (s->retain_if_alive()) col.states[col.count++] = s;
+        },
+        &c, true);
+    for (std::size_t i = 0; i < c.count; ++i) {
+      purged += c.states[i]->purge_now() ? 1 : 0;
+      c.states[i]->drop();
+    }
+    if (!c.more) break;
+  }
+  return purged;
+}
+
+void emergency_wipe_all() noexcept {
+  state_pool::for_each_in_use(
+      [](void* block, void*) noexcept { static_cast<secret_state*>(block)->wipe_in_signal_handler(); }, nullptr, false);
 }
 
 }  // namespace detail
@@ -597,14 +749,26 @@ void Secret::close() {
   if (state_) state_->close(detail::innermost);
 }
 
+void Secret::close(std::error_code& ec) noexcept {
+  detail::reporting(ec, [&] { close(); });
+}
+
 void Secret::verify() const {
-  if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
+  if (!state_) throw Error(Errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->verify_now();
+}
+
+void Secret::verify(std::error_code& ec) const noexcept {
+  detail::reporting(ec, [&] { verify(); });
 }
 
 Reader Secret::reader() const {
   if (!state_ || state_->is_closed()) throw error(errc::closed, "cannot read a closed secret");
   return Reader(state_);
+}
+
+std::optional<Reader> Secret::reader(std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return std::optional<Reader>(reader()); });
 }
 
 // --- Reader ---------------------------------------------------------------
@@ -622,6 +786,29 @@ std::size_t Reader::read(std::span<std::byte> out) {
   scope.finish();
   offset_ += n;
   return n;
+}
+
+std::size_t Reader::read(std::span<std::byte> out, std::error_code& ec) noexcept {
+  return detail::reporting(ec, [&] { return read(out); });
+}
+
+bool equal(const Secret& a, const Secret& b) {
+  const detail::scrub_on_exit scrub;  // sodium_memcmp's registers
+  if (a.size() != b.size()) {
+    a.verify();  // closed, empty or inherited handles still say so
+    b.verify();
+    return false;
+  }
+  return a.with_bytes([&](std::span<const std::byte> x) {
+    return b.with_bytes([&](std::span<const std::byte> y) { return sodium_memcmp(x.data(), y.data(), x.size()) == 0; });
+  });
+}
+
+bool equal(const Secret& a, std::span<const std::byte> bytes) {
+  const detail::scrub_on_exit scrub;
+  return a.with_bytes([&](std::span<const std::byte> x) {
+    return x.size() == bytes.size() && sodium_memcmp(x.data(), bytes.data(), x.size()) == 0;
+  });
 }
 
 // --- SecretFactory --------------------------------------------------------
@@ -664,6 +851,31 @@ Secret SecretFactory::create(std::span<std::byte> source) const {
       source.data());
   sodium_memzero(source.data(), source.size());
   return Secret(std::move(state));
+}
+
+Secret SecretFactory::create(std::span<std::byte> source, std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return create(source); });
+}
+
+Secret SecretFactory::create_random(std::size_t size, std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return create_random(size); });
+}
+
+Secret SecretFactory::create_from_fd(int fd, std::size_t size, std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return create_from_fd(fd, size); });
+}
+
+Secret SecretFactory::create_with_callback(std::size_t size, fill_callback fill, void* context,
+                                           std::error_code& ec) const {
+  ec.clear();
+  try {
+    return create_with_callback(size, fill, context);
+  } catch (const Error& e) {  // the library's errors, also from a secret used inside fill; fill's own propagate
+    detail::set_error_code(ec, e);
+  } catch (const std::bad_alloc& e) {
+    detail::set_error_code(ec, e);
+  }
+  return {};
 }
 
 Secret SecretFactory::create_random(std::size_t size) const {

@@ -1,6 +1,8 @@
 // Test support (see support.hpp).
 #include "support.hpp"
 
+#include "heap-region.hpp"
+
 #include "proof/proof.hpp"
 #include <sodium.h>
 
@@ -65,12 +67,7 @@ std::optional<mapping_info> find_mapping(const void* addr) {
 
 securememory::region heap_backend::allocate(std::size_t size) {
   ++allocations;
-  securememory::region r;
-  r.base = ::operator new(size);
-  r.data = static_cast<std::byte*>(r.base);
-  r.size = size;
-  r.mapped = size;
-  return r;
+  return heap_region(size);
 }
 
 std::optional<securememory::ViolationKind> heap_backend::protect(securememory::region& /*r*/, securememory::access a) {
@@ -108,7 +105,9 @@ bool all_zero_at(const std::byte* p, std::size_t n) {
 }
 
 const std::byte* address_of(const securememory::Secret& s) {
-  return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
+  const std::byte* at = nullptr;
+  s.with_bytes([&](std::span<const std::byte> b) { at = b.data(); });  // the address, not the bytes: it leaves the call
+  return at;
 }
 
 std::vector<std::byte> read_process_memory(const void* addr, std::size_t n) {

@@ -15,6 +15,7 @@
 #include "backends/sealed/key.hpp"
 
 #include "internal.hpp"
+#include "os/os.hpp"
 #include "scrub.hpp"
 
 #include <securememory/page_cache.hpp>
@@ -24,6 +25,7 @@
 #include <array>
 #include <cstring>
 #include <mutex>
+#include <sys/mman.h>
 
 namespace securememory::detail::sealed_parts {
 namespace {
@@ -169,6 +171,17 @@ std::string_view sealing_key::backend_name() const noexcept {
   // its maker keeps it: the name outlives this call.
   return generation_.load(std::memory_order_relaxed) == current_generation() && backend_ ? backend_->name()
                                                                                          : std::string_view{};
+}
+
+void sealing_key::wipe_in_signal_handler() noexcept {
+  if (generation_.load(std::memory_order_acquire) != current_generation()) return;
+  auto* key = reinterpret_cast<std::byte* volatile&>(region_.data);  // NOLINT(*-reinterpret-cast): racy read, from a signal handler
+  if (key == nullptr) return;
+  const std::size_t page = os::page_size();
+  const auto first = reinterpret_cast<std::uintptr_t>(key) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(key) + key_bytes + page - 1) / page * page;
+  if (os::protect(reinterpret_cast<void*>(first), end - first, PROT_READ | PROT_WRITE) != 0) return;  // NOLINT(performance-no-int-to-ptr)
+  sodium_memzero(key, key_bytes);
 }
 
 std::shared_ptr<Backend> sealing_key::backend_for_description() const noexcept {
