@@ -72,9 +72,9 @@ static_assert(SECUREMEMORY_VIOLATION_AUTHENTICATION_FAILED ==
               static_cast<int>(securememory::ViolationKind::authentication_failed));
 static_assert(SECUREMEMORY_POLICY_ABORT == static_cast<int>(securememory::ViolationPolicy::abort));
 static_assert(SECUREMEMORY_POLICY_QUARANTINE == static_cast<int>(securememory::ViolationPolicy::quarantine));
-static_assert(SECUREMEMORY_LOG_TRACE == static_cast<int>(securememory::log_level::trace));
-static_assert(SECUREMEMORY_LOG_WARN == static_cast<int>(securememory::log_level::warn));
-static_assert(SECUREMEMORY_LOG_OFF == static_cast<int>(securememory::log_level::off));
+static_assert(SECUREMEMORY_LOG_TRACE == static_cast<int>(securememory::LogLevel::trace));
+static_assert(SECUREMEMORY_LOG_WARN == static_cast<int>(securememory::LogLevel::warn));
+static_assert(SECUREMEMORY_LOG_OFF == static_cast<int>(securememory::LogLevel::off));
 
 // ---- the per-thread detail message ------------------------------------------
 
@@ -394,9 +394,9 @@ size_t securememory_set_page_cache_limit(size_t bytes) { return securememory::se
 
 int securememory_set_log_sink(securememory_log_fn fn, void* context) {
   return guarded("securememory_set_log_sink", [&] {
-    securememory::log_sink sink;
+    securememory::LogSink sink;
     if (fn != nullptr) {
-      sink = [fn, context](securememory::log_level level, std::string_view message) {
+      sink = [fn, context](securememory::LogLevel level, std::string_view message) {
         const std::string text(message);  // NUL-terminated for C
         fn(static_cast<int>(level), text.c_str(), text.size(), context);
       };
@@ -410,7 +410,7 @@ int securememory_set_log_level(int level, int* previous) {
   if (level < SECUREMEMORY_LOG_TRACE || level > SECUREMEMORY_LOG_OFF) {
     return invalid_argument("securememory_set_log_level", "not a level; pass SECUREMEMORY_LOG_TRACE ... SECUREMEMORY_LOG_OFF");
   }
-  const auto old = securememory::set_log_level(static_cast<securememory::log_level>(level));
+  const auto old = securememory::set_log_level(static_cast<securememory::LogLevel>(level));
   if (previous != nullptr) *previous = static_cast<int>(old);
   return 0;
 }

@@ -8,7 +8,8 @@
 // a call finishes that call. Without a user sink, messages go to the default
 // sink: the public spdlog adapter (securememory/spdlog.hpp) around a logger
 // named "securememory" on stderr, created on first use and never registered
-// in spdlog's global registry. spdlog and fmt are compiled into the library
+// in spdlog's global registry; its lock and the holder's are held across
+// fork(), so a child never inherits them locked. spdlog and fmt are compiled into the library
 // header-only with hidden visibility (and the linker version script keeps
 // every non-securememory symbol local), so the library neither exports nor
 // imports a single spdlog or fmt symbol: a host with its own spdlog or fmt
@@ -18,74 +19,93 @@
 #include <securememory/spdlog.hpp>
 
 #include "internal.hpp"
+#include "small_mutex.hpp"
 
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <pthread.h>
 
 #include <spdlog/logger.h>
+#include <spdlog/details/console_globals.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 namespace securememory {
 namespace {
 
 struct sink_holder {
-  std::mutex mutex;
-  std::shared_ptr<const log_sink> sink;      // null: the default
-  std::shared_ptr<const log_sink> fallback;  // the default
+  detail::small_mutex mutex;
+  std::shared_ptr<const LogSink> sink;      // null: the default
+  std::shared_ptr<const LogSink> fallback;  // the default
 };
+
+void before_fork() noexcept;
+void after_fork() noexcept;
 
 sink_holder& holder() {
   static auto* h = [] {
     auto* made = new sink_holder{};  // never destroyed (exit-time use)
     auto logger = std::make_shared<spdlog::logger>("securememory", std::make_shared<spdlog::sinks::stderr_sink_mt>());
     logger->set_level(spdlog::level::trace);  // the threshold below decides
-    made->fallback = std::make_shared<const log_sink>(spdlog_sink(std::move(logger)));
+    made->fallback = std::make_shared<const LogSink>(spdlog_sink(std::move(logger)));
+    pthread_atfork(before_fork, after_fork, after_fork);
     return made;
   }();
   return *h;
 }
 
-constinit std::atomic<log_level> threshold{log_level::warn};
+// fork(): the holder's lock and the default sink's lock (spdlog's console
+// mutex, shared by its stderr sinks) are held across fork(), so a child
+// can log even when another thread was logging at that moment.
+void before_fork() noexcept {
+  holder().mutex.lock();
+  spdlog::details::console_mutex::mutex().lock();
+}
+void after_fork() noexcept {
+  spdlog::details::console_mutex::mutex().unlock();
+  holder().mutex.unlock();
+}
+
+constinit std::atomic<LogLevel> threshold{LogLevel::warn};
 
 }  // namespace
 
-log_sink set_log_sink(log_sink sink) {
-  std::shared_ptr<const log_sink> replacement;
-  if (sink) replacement = std::make_shared<const log_sink>(std::move(sink));
+LogSink set_log_sink(LogSink sink) {
+  std::shared_ptr<const LogSink> replacement;
+  if (sink) replacement = std::make_shared<const LogSink>(std::move(sink));
   sink_holder& h = holder();
-  std::shared_ptr<const log_sink> previous;
+  std::shared_ptr<const LogSink> previous;
   {
     const std::lock_guard lock(h.mutex);
     previous = std::exchange(h.sink, std::move(replacement));
   }
-  return previous ? *previous : log_sink{};
+  return previous ? *previous : LogSink{};
 }
 
-log_level set_log_level(log_level level) noexcept { return threshold.exchange(level); }
+LogLevel set_log_level(LogLevel level) noexcept { return threshold.exchange(level); }
 
-log_level get_log_level() noexcept { return threshold.load(std::memory_order_relaxed); }
+LogLevel get_log_level() noexcept { return threshold.load(std::memory_order_relaxed); }
 
-std::string_view to_string(log_level level) noexcept {
+std::string_view to_string(LogLevel level) noexcept {
   switch (level) {
-    case log_level::trace: return "trace";
-    case log_level::debug: return "debug";
-    case log_level::info: return "info";
-    case log_level::warn: return "warn";
-    case log_level::error: return "error";
-    case log_level::critical: return "critical";
-    case log_level::off: return "off";
+    case LogLevel::trace: return "trace";
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warn: return "warn";
+    case LogLevel::error: return "error";
+    case LogLevel::critical: return "critical";
+    case LogLevel::off: return "off";
   }
   return "unknown";
 }
 
 namespace detail {
 namespace {
-void log_at(log_level level, const std::string& message) noexcept {
+void log_at(LogLevel level, const std::string& message) noexcept {
   if (level < threshold.load(std::memory_order_relaxed)) return;
   try {
     sink_holder& h = holder();
-    std::shared_ptr<const log_sink> sink;
+    std::shared_ptr<const LogSink> sink;
     {
       const std::lock_guard lock(h.mutex);
       sink = h.sink ? h.sink : h.fallback;
@@ -96,8 +116,8 @@ void log_at(log_level level, const std::string& message) noexcept {
   }
 }
 }  // namespace
-void log_error(const std::string& message) noexcept { log_at(log_level::error, message); }
-void log_warning(const std::string& message) noexcept { log_at(log_level::warn, message); }
-void log_critical(const std::string& message) noexcept { log_at(log_level::critical, message); }
+void log_error(const std::string& message) noexcept { log_at(LogLevel::error, message); }
+void log_warning(const std::string& message) noexcept { log_at(LogLevel::warn, message); }
+void log_critical(const std::string& message) noexcept { log_at(LogLevel::critical, message); }
 }  // namespace detail
 }  // namespace securememory

@@ -383,7 +383,7 @@ SM_TEST("callbacks that throw anything: the exception comes back unchanged and t
 
 SM_TEST("a log sink that throws cannot turn a logged failure into a crash or a different error", "[bad-input][log]") {
   int calls = 0;
-  const auto previous = securememory::set_log_sink([&calls](securememory::log_level, std::string_view) {
+  const auto previous = securememory::set_log_sink([&calls](securememory::LogLevel, std::string_view) {
     ++calls;
     throw std::runtime_error("sink broke");
   });
@@ -408,7 +408,7 @@ TEST_CASE("an empty log sink restores the default; a log sink may replace itself
   CHECK_FALSE(securememory::set_log_sink({}));  // the default was in force
   CHECK_FALSE(securememory::set_log_sink({}));
   int calls = 0;
-  securememory::set_log_sink([&calls](securememory::log_level, std::string_view) {
+  securememory::set_log_sink([&calls](securememory::LogLevel, std::string_view) {
     ++calls;
     securememory::set_log_sink({});  // no deadlock: the sink runs without the library's lock
   });

@@ -7,6 +7,7 @@
 // parent after a timeout, which fails the test.
 #include "support.hpp"
 
+#include "internal.hpp"
 #include "proof/support.hpp"
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <optional>
 #include <thread>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -259,4 +261,32 @@ SM_TEST("fork while another thread reports a violation: the child can still set 
   INFO(c.describe());
   CHECK_FALSE(c.timed_out);
   CHECK(c.exit_code == 0);
+}
+
+SM_TEST("fork while another thread logs through the default sink: the child can log", "[fork][log]") {
+  // stderr to /dev/null for the test: the default sink writes there.
+  const int saved = dup(2);
+  const int null = open("/dev/null", O_WRONLY);
+  REQUIRE(null >= 0);
+  dup2(null, 2);
+  close(null);
+  std::atomic<bool> stop{false};
+  std::thread logger([&] {
+    while (!stop.load(std::memory_order_relaxed)) securememory::detail::log_error("a message from the parent's other thread");
+  });
+  int hung = 0;
+  for (int i = 0; i < 30; ++i) {
+    const auto c = securememory::proof::run_child(
+        [] {
+          securememory::detail::log_error("a message from the child");
+          return 0;
+        },
+        false, 2);
+    if (c.timed_out || !c.exited) ++hung;
+  }
+  stop = true;
+  logger.join();
+  dup2(saved, 2);
+  close(saved);
+  CHECK(hung == 0);
 }

@@ -18,10 +18,10 @@ using test::heap_backend;
 // Collects the library's log messages (the sink may be called from any thread).
 struct capture {
   std::mutex mutex;
-  std::vector<std::pair<securememory::log_level, std::string>> lines;
+  std::vector<std::pair<securememory::LogLevel, std::string>> lines;
 
-  securememory::log_sink sink() {
-    return [this](securememory::log_level level, std::string_view message) {
+  securememory::LogSink sink() {
+    return [this](securememory::LogLevel level, std::string_view message) {
       const std::lock_guard lock(mutex);
       lines.emplace_back(level, message);
     };
@@ -159,7 +159,7 @@ TEST_CASE("the log sink is replaceable, gets levels, and never sees secret bytes
     REQUIRE(fail_munmap.injected() == 1);
     REQUIRE_FALSE(captured.lines.empty());
     for (const auto& [level, line] : captured.lines) {
-      CHECK(level == securememory::log_level::error);
+      CHECK(level == securememory::LogLevel::error);
       CHECK(line.find("munmap") != std::string::npos);
       CHECK(line.find(std::string(reinterpret_cast<const char*>(expected.data()), 8)) == std::string::npos);
     }
@@ -168,7 +168,7 @@ TEST_CASE("the log sink is replaceable, gets levels, and never sees secret bytes
   auto mine = securememory::set_log_sink({});
   REQUIRE(mine);
   const auto before = captured.lines.size();
-  mine(securememory::log_level::warn, "through the returned sink");
+  mine(securememory::LogLevel::warn, "through the returned sink");
   CHECK(captured.lines.size() == before + 1);
   CHECK_FALSE(securememory::set_log_sink(std::move(previous)));
 }
@@ -176,36 +176,36 @@ TEST_CASE("the log sink is replaceable, gets levels, and never sees secret bytes
 TEST_CASE("the log threshold drops messages below it, for any sink", "[log]") {
   capture captured;
   const auto previous_sink = securememory::set_log_sink(captured.sink());
-  CHECK(securememory::get_log_level() == securememory::log_level::warn);  // the default
+  CHECK(securememory::get_log_level() == securememory::LogLevel::warn);  // the default
   auto fail_release = [] {
     auto secret = securememory::make_factory("protectedmemory").create_random(16);
     const test::page_cache_limit uncached(0);
     test::fault_injector fail_munmap(securememory::detail::os::call::munmap, EINVAL);
     secret = securememory::Secret{};  // logs one error
   };
-  CHECK(securememory::set_log_level(securememory::log_level::critical) == securememory::log_level::warn);
+  CHECK(securememory::set_log_level(securememory::LogLevel::critical) == securememory::LogLevel::warn);
   fail_release();
   CHECK(captured.lines.empty());  // error < critical: dropped
-  CHECK(securememory::set_log_level(securememory::log_level::off) == securememory::log_level::critical);
+  CHECK(securememory::set_log_level(securememory::LogLevel::off) == securememory::LogLevel::critical);
   fail_release();
   CHECK(captured.lines.empty());
-  CHECK(securememory::set_log_level(securememory::log_level::error) == securememory::log_level::off);
+  CHECK(securememory::set_log_level(securememory::LogLevel::error) == securememory::LogLevel::off);
   fail_release();
   CHECK(captured.lines.size() == 1);
-  securememory::set_log_level(securememory::log_level::warn);
+  securememory::set_log_level(securememory::LogLevel::warn);
   securememory::set_log_sink(previous_sink);
 }
 
 TEST_CASE("log levels have names", "[log]") {
-  using securememory::log_level;
-  CHECK(securememory::to_string(log_level::trace) == "trace");
-  CHECK(securememory::to_string(log_level::debug) == "debug");
-  CHECK(securememory::to_string(log_level::info) == "info");
-  CHECK(securememory::to_string(log_level::warn) == "warn");
-  CHECK(securememory::to_string(log_level::error) == "error");
-  CHECK(securememory::to_string(log_level::critical) == "critical");
-  CHECK(securememory::to_string(log_level::off) == "off");
-  CHECK(securememory::to_string(static_cast<log_level>(42)) == "unknown");
+  using securememory::LogLevel;
+  CHECK(securememory::to_string(LogLevel::trace) == "trace");
+  CHECK(securememory::to_string(LogLevel::debug) == "debug");
+  CHECK(securememory::to_string(LogLevel::info) == "info");
+  CHECK(securememory::to_string(LogLevel::warn) == "warn");
+  CHECK(securememory::to_string(LogLevel::error) == "error");
+  CHECK(securememory::to_string(LogLevel::critical) == "critical");
+  CHECK(securememory::to_string(LogLevel::off) == "off");
+  CHECK(securememory::to_string(static_cast<LogLevel>(42)) == "unknown");
 }
 
 TEST_CASE("make_factory(name, required) refuses a backend that lacks a required guarantee, naming who has it", "[registry][guarantees]") {

@@ -80,21 +80,21 @@ TEST_CASE("set_logger routes the library's messages into the user's spdlog logge
   // set_logger(nullptr) restores the default and hands back the adapter sink.
   const auto previous = securememory::set_logger(nullptr);
   REQUIRE(previous);
-  previous(securememory::log_level::warn, "through the returned sink");
+  previous(securememory::LogLevel::warn, "through the returned sink");
   CHECK(sink->lines.size() == 2);
   CHECK_FALSE(securememory::set_log_sink({}));
 }
 
 TEST_CASE("spdlog_sink maps every level and passes the text unformatted", "[log][spdlog]") {
-  using securememory::log_level;
+  using securememory::LogLevel;
   auto sink = std::make_shared<capture_sink>();
   auto mine = std::make_shared<spdlog::logger>("mine", sink);
   mine->set_level(spdlog::level::trace);
   const auto adapter = securememory::spdlog_sink(mine);
-  const std::pair<log_level, spdlog::level::level_enum> levels[] = {
-      {log_level::trace, spdlog::level::trace}, {log_level::debug, spdlog::level::debug},
-      {log_level::info, spdlog::level::info},   {log_level::warn, spdlog::level::warn},
-      {log_level::error, spdlog::level::err},   {log_level::critical, spdlog::level::critical},
+  const std::pair<LogLevel, spdlog::level::level_enum> levels[] = {
+      {LogLevel::trace, spdlog::level::trace}, {LogLevel::debug, spdlog::level::debug},
+      {LogLevel::info, spdlog::level::info},   {LogLevel::warn, spdlog::level::warn},
+      {LogLevel::error, spdlog::level::err},   {LogLevel::critical, spdlog::level::critical},
   };
   for (const auto& [ours, theirs] : levels) adapter(ours, "{} is not a format string");
   REQUIRE(sink->lines.size() == std::size(levels));
@@ -102,7 +102,7 @@ TEST_CASE("spdlog_sink maps every level and passes the text unformatted", "[log]
     CHECK(sink->lines[i].first == levels[i].second);
     CHECK(sink->lines[i].second == "{} is not a format string");
   }
-  CHECK(securememory::to_spdlog_level(log_level::off) == spdlog::level::off);
+  CHECK(securememory::to_spdlog_level(LogLevel::off) == spdlog::level::off);
   CHECK_FALSE(securememory::spdlog_sink(nullptr));
 }
 
@@ -111,7 +111,7 @@ TEST_CASE("the library's threshold filters before the user's logger", "[log][spd
   auto mine = std::make_shared<spdlog::logger>("mine", sink);
   mine->set_level(spdlog::level::trace);
   securememory::set_logger(mine);
-  const auto previous = securememory::set_log_level(securememory::log_level::critical);
+  const auto previous = securememory::set_log_level(securememory::LogLevel::critical);
   destroy_a_secret_whose_release_fails();  // an error: below critical
   CHECK(sink->lines.empty());
   securememory::set_log_level(previous);

@@ -23,7 +23,7 @@ namespace securememory {
 
 /// How severe a message is, least severe first. The values and their order
 /// match spdlog's levels (trace = 0 ... critical = 5, off = 6).
-enum class log_level : unsigned char {
+enum class LogLevel : unsigned char {
   trace,
   debug,
   info,
@@ -37,7 +37,7 @@ enum class log_level : unsigned char {
 /// call; copy it to keep it). Called on the thread that logs, with no
 /// library lock held, possibly from several threads at once and during
 /// process exit. An exception it throws is caught and dropped.
-using log_sink = std::function<void(log_level level, std::string_view message)>;
+using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 
 /// Installs the process-wide sink and returns the previous one. An empty
 /// sink restores the default (the library's private spdlog logger on
@@ -45,19 +45,24 @@ using log_sink = std::function<void(log_level level, std::string_view message)>;
 /// result back restores the previous state exactly. A sink replaced while
 /// another thread is inside it finishes that call. Thread-safe. Throws only
 /// what copying the std::function throws (std::bad_alloc).
-SECUREMEMORY_API log_sink set_log_sink(log_sink sink);
+SECUREMEMORY_API LogSink set_log_sink(LogSink sink);
 
 /// Sets the process-wide threshold and returns the previous one: messages
 /// below it are neither formatted nor delivered to any sink (the default
-/// sink included). Default: log_level::warn; log_level::off silences the
+/// sink included). Default: LogLevel::warn; LogLevel::off silences the
 /// library. Thread-safe, never throws.
-SECUREMEMORY_API log_level set_log_level(log_level level) noexcept;
+SECUREMEMORY_API LogLevel set_log_level(LogLevel level) noexcept;
 
 /// The threshold in force. Thread-safe, never throws.
-[[nodiscard]] SECUREMEMORY_API log_level get_log_level() noexcept;
+[[nodiscard]] SECUREMEMORY_API LogLevel get_log_level() noexcept;
 
 /// Text names, for messages ("trace", "debug", "info", "warn", "error",
 /// "critical", "off"; "unknown" for a value outside the enum).
-[[nodiscard]] SECUREMEMORY_API std::string_view to_string(log_level level) noexcept;
+[[nodiscard]] SECUREMEMORY_API std::string_view to_string(LogLevel level) noexcept;
+
+/// The names of earlier versions, kept so that code written against them
+/// still compiles (docs/design.md, "Names").
+using log_level = LogLevel;
+using log_sink = LogSink;
 
 }  // namespace securememory

@@ -25,15 +25,15 @@ namespace securememory {
 
 /// The spdlog level for a securememory log level (the same names; error is
 /// spdlog's err). Never throws.
-[[nodiscard]] inline spdlog::level::level_enum to_spdlog_level(log_level level) noexcept {
+[[nodiscard]] inline spdlog::level::level_enum to_spdlog_level(LogLevel level) noexcept {
   switch (level) {
-    case log_level::trace: return spdlog::level::trace;
-    case log_level::debug: return spdlog::level::debug;
-    case log_level::info: return spdlog::level::info;
-    case log_level::warn: return spdlog::level::warn;
-    case log_level::error: return spdlog::level::err;
-    case log_level::critical: return spdlog::level::critical;
-    case log_level::off: return spdlog::level::off;
+    case LogLevel::trace: return spdlog::level::trace;
+    case LogLevel::debug: return spdlog::level::debug;
+    case LogLevel::info: return spdlog::level::info;
+    case LogLevel::warn: return spdlog::level::warn;
+    case LogLevel::error: return spdlog::level::err;
+    case LogLevel::critical: return spdlog::level::critical;
+    case LogLevel::off: return spdlog::level::off;
   }
   return spdlog::level::critical;
 }
@@ -42,9 +42,9 @@ namespace securememory {
 /// level; the sink shares ownership of the logger. A null logger gives an
 /// empty sink (set_log_sink then restores the library's default). Throws
 /// only std::bad_alloc.
-[[nodiscard]] inline log_sink spdlog_sink(std::shared_ptr<spdlog::logger> logger) {
+[[nodiscard]] inline LogSink spdlog_sink(std::shared_ptr<spdlog::logger> logger) {
   if (!logger) return {};
-  return [logger = std::move(logger)](log_level level, std::string_view message) {
+  return [logger = std::move(logger)](LogLevel level, std::string_view message) {
     logger->log(to_spdlog_level(level), spdlog::string_view_t(message.data(), message.size()));
   };
 }
@@ -54,7 +54,7 @@ namespace securememory {
 /// previous sink (empty when the default was in force). Thread-safe. Throws
 /// only std::bad_alloc. (The library itself used to take and return
 /// std::shared_ptr<spdlog::logger>; see docs/design.md, "Logging".)
-inline log_sink set_logger(std::shared_ptr<spdlog::logger> logger) {
+inline LogSink set_logger(std::shared_ptr<spdlog::logger> logger) {
   return set_log_sink(spdlog_sink(std::move(logger)));
 }
 

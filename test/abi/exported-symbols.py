@@ -25,12 +25,13 @@ ALLOWED_DETAIL = (
     "securememory::detail::retain(",          # secret.hpp: state_ref
     "securememory::detail::drop(",            # secret.hpp: state_ref
     "securememory::detail::throw_null_callback(",  # secret.hpp: with_bytes
+    "securememory::detail::null_callback(",   # secret.hpp: with_bytes(fn, ec)
     "securememory::detail::access_scope::",   # secret.hpp: with_bytes
 )
 
 # Symbols without which the API does not work across the library boundary.
 REQUIRED = (
-    "typeinfo for securememory::error",  # catch (const securememory::error&)
+    "typeinfo for securememory::Error",  # catch (const securememory::error&): error is an alias of Error
     "vtable for securememory::Backend",  # user backends derive from it
     "securememory::make_factory()",
     "securememory::set_log_sink(",

@@ -219,7 +219,7 @@ bool ascii(std::string_view s) {
 }
 
 // Secret bytes all have the high bit set, so an ASCII-only log never held one.
-void checking_sink(securememory::log_level /*level*/, std::string_view message) { EXPECT(ascii(message)); }
+void checking_sink(securememory::LogLevel /*level*/, std::string_view message) { EXPECT(ascii(message)); }
 
 // ---- locked memory outside the metrics -------------------------------------
 
