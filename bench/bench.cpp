@@ -9,6 +9,8 @@
 //   with_bytes_shared/<backend>             ONE shared secret, 1, 2, 4 threads
 //   with_bytes_distinct/<backend>           a secret per thread, 1, 2, 4 threads
 //   reader_4k/<backend>                     reader() over a 4 KiB secret, 1 KiB reads
+//   envelope/<backend>/encrypt|decrypt      the envelope workload, 1 KiB records, 1,000
+//                                           IKs, 1, 2, 4 threads (bench/envelope-bench.cpp)
 // and the baselines doing the same work with no library around it:
 //   floor/<op>/<backend>[/<size>]           the raw system calls of that backend
 //                                           (protectedmemory, memguard, secretmem;
@@ -17,10 +19,16 @@
 //   baseline/sodium_malloc_free/32, baseline/memfd_secret_slot
 //   peer/openssl/...  (CRYPTO_secure_malloc heap; -Dbench_openssl)
 //   peer/botan/...    (Botan::secure_vector;       -Dbench_botan)
+//   baseline/envelope/encrypt|decrypt       the envelope workload's crypto with
+//                                           the keys in ordinary memory
+// The JSON context names the backends of backend_names() ("backends") and
+// those this host cannot run ("backends_unavailable"), for bench/run.py.
 // Every benchmark reports items_per_second (operations per second, summed
 // over threads; threaded ones use wall-clock time), which bench/run.py turns
 // into medians, ratios and the plot. The floors call the kernel directly on
 // purpose: they are what the library's lib/os/ calls cost with nothing else.
+#include "envelope-bench.hpp"
+
 #include <securememory/securememory.hpp>
 
 #include <benchmark/benchmark.h>
@@ -392,12 +400,17 @@ bool register_floors(const std::string& backend) {
 }
 
 void register_all() {
+  std::string names;
+  std::string unavailable;
   for (const std::string& backend : sm::backend_names()) {
+    names += (names.empty() ? "" : ",") + backend;
     if (!sm::backend_available(backend)) {
       std::fprintf(stderr, "securememory-bench: backend %s is not available on this host: skipped\n",
                    backend.c_str());
+      unavailable += (unavailable.empty() ? "" : ",") + backend;
       continue;
     }
+    envelope_bench::register_backend(backend);
     for (const std::size_t n : sizes) add("create_close/" + backend + "/" + std::to_string(n), create_close, backend, n);
     add("create_random_close/" + backend + "/32", create_random_close, backend);
     add("with_bytes/" + backend, with_bytes_own, backend);
@@ -411,6 +424,9 @@ void register_all() {
                    backend.c_str());
     }
   }
+  benchmark::AddCustomContext("backends", names);
+  benchmark::AddCustomContext("backends_unavailable", unavailable);
+  envelope_bench::register_baseline();
   add("baseline/mprotect_pair", floor_toggle, toggled_page::anonymous);
   add("baseline/sodium_mprotect_pair", floor_toggle_sodium);
   add("baseline/sodium_malloc_free/32", baseline_sodium_malloc_free);
@@ -443,5 +459,6 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   shared_secrets().clear();
+  envelope_bench::release();
   return 0;
 }

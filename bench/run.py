@@ -14,11 +14,21 @@ median of each benchmark, and prints:
     faster than the floor) and to each peer (OpenSSL secure heap, Botan);
   - the issue-6 targets with the measured ratio and whether it is met;
   - the baselines and peers on their own.
+It reports the envelope workload (envelope/<backend>/encrypt|decrypt and
+baseline/envelope/..., bench/envelope-bench.cpp) on its own: time and CPU
+time per record, each backend's ratio to the baseline (the same crypto with
+the keys in ordinary memory), throughput at N threads over one thread, and
+issue 17's targets for sealed. The backends are those the benchmark binary
+lists from backend_names() (its JSON context), so a backend that is not
+available on this host is named as such.
+
 It writes a PNG plot of aggregate throughput against thread count for every
-backend and baseline that runs threaded (python3-matplotlib; skipped with a
-message when it is missing), and with --update-docs replaces the generated
-part of docs/performance.md (between the results markers) with the table,
-the targets and the machine it ran on.
+backend and baseline that runs threaded, and one of the envelope workload
+beside it (PLOT-envelope.png; python3-matplotlib; skipped with a message
+when it is missing), and with --update-docs replaces the generated parts of
+docs/performance.md (between the results markers, and between the envelope
+markers) with the tables, the targets and the machine it ran on. A part
+with no benchmark in the run (e.g. --filter envelope) is left as it is.
 
 Repetitions run in random interleaved order (Google Benchmark's
 --benchmark_enable_random_interleaving), so that a library benchmark and its
@@ -48,6 +58,11 @@ SHARED_TARGET = 1.5
 REFERENCE = "protectedmemory"
 SEALED_WITH_BYTES_TARGET = 0.25  # issue 8: sealed's with_bytes time <= 0.25x protectedmemory's
 SEALED_DISTINCT_TARGET = 1.6  # issue 8: 2 threads on distinct secrets >= 1.6x one thread's throughput
+# The envelope workload (issue 16): benchmark names, and issue 17's targets for sealed.
+ENVELOPE_PREFIXES = ("envelope/", "baseline/envelope/")
+ENVELOPE_OPS = ("encrypt", "decrypt")
+SEALED_ENVELOPE_RATIO = 1.4  # issue 17: sealed encrypt and decrypt each <= 1.4x the baseline's time
+SEALED_ENVELOPE_SCALING = {2: 1.9, 4: 3.0}  # issue 17: N threads' throughput >= this x one thread's
 
 
 def parse_name(run_name):
@@ -61,10 +76,15 @@ def parse_name(run_name):
     return run_name, threads
 
 
+UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
 def load(path):
+    """(context, medians of items_per_second, medians of CPU ns per iteration), keyed by (name, threads)."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     medians = {}
+    cpu_ns = {}
     aggregated = any(b.get("run_type") == "aggregate" for b in data["benchmarks"])
     for b in data["benchmarks"]:
         if aggregated and b.get("aggregate_name") != "median":
@@ -72,7 +92,13 @@ def load(path):
         name, threads = parse_name(b["run_name"])
         if b.get("items_per_second"):
             medians[(name, threads)] = b["items_per_second"]
-    return data.get("context", {}), medians
+            # CPU time per iteration: summed over the threads, divided by all their iterations.
+            cpu_ns[(name, threads)] = b.get("cpu_time", 0) * UNIT_NS.get(b.get("time_unit", "ns"), 1.0)
+    return data.get("context", {}), medians, cpu_ns
+
+
+def is_envelope(name):
+    return name.startswith(ENVELOPE_PREFIXES)
 
 
 def floor_of(name):
@@ -153,7 +179,7 @@ def report(medians, context, repetitions):
         + f" | vs {REFERENCE} |")
     out("|---|---|---|---|---|" + "---|" * (len(PEERS) + 1))
     missing_floor = set()
-    lib = sorted((k for k in medians if not k[0].startswith(("floor/", "baseline/", "peer/"))))
+    lib = sorted((k for k in medians if not k[0].startswith(("floor/", "baseline/", "peer/")) and not is_envelope(k[0])))
     for name, threads in lib:
         ips = medians[(name, threads)]
         fname = floor_of(name)
@@ -180,7 +206,8 @@ def report(medians, context, repetitions):
     out("")
     out("| baseline | threads | median per op | ops/s |")
     out("|---|---|---|---|")
-    for name, threads in sorted(k for k in medians if k[0].startswith(("floor/", "baseline/", "peer/"))):
+    for name, threads in sorted(k for k in medians if k[0].startswith(("floor/", "baseline/", "peer/"))
+                                and not is_envelope(k[0])):
         ips = medians[(name, threads)]
         out(f"| {name} | {threads} | {fmt_ns(ns(ips))} | {ips:,.0f} |")
     out("")
@@ -230,7 +257,102 @@ def report(medians, context, repetitions):
     return "\n".join(lines)
 
 
-def plot(medians, path):
+def envelope_backends(context, medians):
+    """The backends of the built library (the binary's JSON context), else those named in the results."""
+    listed = [b for b in context.get("backends", "").split(",") if b]
+    named = sorted({k[0].split("/")[1] for k in medians if k[0].startswith("envelope/")})
+    return listed or named, [b for b in context.get("backends_unavailable", "").split(",") if b]
+
+
+def envelope_report(medians, cpu_ns, context, repetitions):
+    lines = []
+    out = lines.append
+    backends, unavailable = envelope_backends(context, medians)
+    out(f"Machine: {machine_text(context)}")
+    out("")
+    out(f"Medians of {repetitions} repetitions. One operation is one 1 KiB record; 1,000 intermediate keys, one "
+        "chosen at random per record; a new data-row key per encrypt. \"per record\" is wall-clock time divided by "
+        "the records all threads did; \"CPU per record\" is the CPU time of all threads divided by the same records "
+        "(it leaves out the time spent waiting for a CPU on a loaded machine). Ratios \"vs baseline\": the backend's "
+        "time divided by the baseline's (the same crypto, keys in ordinary memory), at the same thread count. "
+        "\"vs 1 thread\": throughput at N threads divided by throughput at one.")
+    out("")
+    out("| workload | threads | per record | records/s | vs baseline | CPU per record | CPU vs baseline | vs 1 thread |")
+    out("|---|---|---|---|---|---|---|---|")
+    for op in ENVELOPE_OPS:
+        base = f"baseline/envelope/{op}"
+        for name in [base] + [f"envelope/{b}/{op}" for b in backends]:
+            for threads in (1, 2, 4):
+                key = (name, threads)
+                if key not in medians:
+                    continue
+                ips = medians[key]
+                bkey = (base, threads)
+                ratio = medians[bkey] / ips if name != base and bkey in medians else None
+                cpu = cpu_ns.get(key)
+                cpu_ratio = cpu / cpu_ns[bkey] if name != base and cpu and cpu_ns.get(bkey) else None
+                one = medians.get((name, 1))
+                scale = ips / one if threads != 1 and one else None
+                out(f"| {name} | {threads} | {fmt_ns(ns(ips))} | {ips:,.0f} | {fmt_ratio(ratio)} | "
+                    f"{fmt_ns(cpu) if cpu else '-'} | {fmt_ratio(cpu_ratio)} | {fmt_ratio(scale)} |")
+    out("")
+    for b in unavailable:
+        out(f"Backend {b} is not available on this host: not measured.")
+    missing = [b for b in backends if b not in unavailable
+               and not any((f"envelope/{b}/{op}", 1) in medians for op in ENVELOPE_OPS)]
+    for b in missing:
+        out(f"Backend {b} has no envelope result in this run (filtered out, or its workload could not be built).")
+    if unavailable or missing:
+        out("")
+    out("Summary (one thread: time per record vs the baseline's, wall clock and CPU; throughput at 2 and 4 threads "
+        "vs one thread):")
+    out("")
+    out("| keys in | encrypt vs baseline | decrypt vs baseline | encrypt 2 / 4 threads | decrypt 2 / 4 threads |")
+    out("|---|---|---|---|---|")
+    for b in ["baseline"] + backends:
+        cells = []
+        for op in ENVELOPE_OPS:
+            name = f"baseline/envelope/{op}" if b == "baseline" else f"envelope/{b}/{op}"
+            base = f"baseline/envelope/{op}"
+            if (name, 1) not in medians or (base, 1) not in medians:
+                cells.append("-")
+            elif b == "baseline":
+                cells.append(f"{fmt_ns(ns(medians[(name, 1)]))} (CPU {fmt_ns(cpu_ns[(name, 1)])})")
+            else:
+                cells.append(f"{fmt_ratio(medians[(base, 1)] / medians[(name, 1)])} "
+                             f"(CPU {fmt_ratio(cpu_ns[(name, 1)] / cpu_ns[(base, 1)])})")
+        for op in ENVELOPE_OPS:
+            name = f"baseline/envelope/{op}" if b == "baseline" else f"envelope/{b}/{op}"
+            one = medians.get((name, 1))
+            cells.append(" / ".join(fmt_ratio(medians[(name, t)] / one) if one and (name, t) in medians else "-"
+                                    for t in (2, 4)))
+        label = "ordinary memory (baseline)" if b == "baseline" else b
+        out(f"| {label} | " + " | ".join(cells) + " |")
+    out("")
+    if ("envelope/sealed/encrypt", 1) in medians:
+        out("Targets for sealed (issue 17; 4 threads on a 2-CPU machine cannot reach 3x):")
+        out("")
+        out("| target | measured | met |")
+        out("|---|---|---|")
+        for op in ENVELOPE_OPS:
+            name, base = f"envelope/sealed/{op}", f"baseline/envelope/{op}"
+            if (name, 1) in medians and (base, 1) in medians:
+                r = medians[(base, 1)] / medians[(name, 1)]
+                out(f"| sealed {op}, 1 thread: <= {SEALED_ENVELOPE_RATIO:.1f}x the baseline's time | {r:.2f}x | "
+                    f"{'yes' if r <= SEALED_ENVELOPE_RATIO else 'NO'} |")
+            for threads, limit in SEALED_ENVELOPE_SCALING.items():
+                if (name, 1) in medians and (name, threads) in medians:
+                    r = medians[(name, threads)] / medians[(name, 1)]
+                    out(f"| sealed {op}, {threads} threads: >= {limit:.1f}x one thread's throughput | {r:.2f}x | "
+                        f"{'yes' if r >= limit else 'NO'} |")
+    return "\n".join(lines)
+
+
+PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+
+
+def pyplot(path):
+    """matplotlib.pyplot drawing to files, or None (said on stderr) when matplotlib is missing."""
     try:
         import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -239,17 +361,59 @@ def plot(medians, path):
     except ImportError:
         print(f"matplotlib is missing (apt-get install python3-matplotlib): no plot written to {path}",
               file=sys.stderr)
+        return None
+    return plt
+
+
+def plot_envelope(medians, path):
+    """Records per second against threads, encrypt and decrypt side by side."""
+    plt = pyplot(path)
+    if plt is None:
+        return False
+    backends = sorted({k[0].split("/")[1] for k in medians if k[0].startswith("envelope/")})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
+    for ax, op in zip(axes, ENVELOPE_OPS):
+        for i, b in enumerate(["baseline"] + backends):
+            name = f"baseline/envelope/{op}" if b == "baseline" else f"envelope/{b}/{op}"
+            points = sorted((t, v) for (n, t), v in medians.items() if n == name)
+            if not points:
+                continue
+            ax.plot([t for t, _ in points], [v for _, v in points], "--" if b == "baseline" else "-", marker="o",
+                    color="grey" if b == "baseline" else PALETTE[(i - 1) % len(PALETTE)],
+                    label="keys in ordinary memory" if b == "baseline" else b)
+        ax.set_title(f"{op} a 1 KiB record")
+        ax.set_xlabel("threads")
+        ax.set_xticks([1, 2, 4])
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("records per second, all threads (medians)")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("securememory: envelope encryption, 1,000 intermediate keys, a new data-row key per record")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"plot written to {path}", file=sys.stderr)
+    return True
+
+
+def envelope_plot_path(path):
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-envelope{ext or '.png'}"
+
+
+def plot(medians, path):
+    plt = pyplot(path)
+    if plt is None:
         return False
     series = {}
     for (name, threads), ips in medians.items():
-        series.setdefault(name, {})[threads] = ips
+        if not is_envelope(name):  # plotted on their own (plot_envelope)
+            series.setdefault(name, {})[threads] = ips
     fig, ax = plt.subplots(figsize=(11, 6))
     # One colour per backend (baselines grey), one marker per benchmark kind,
     # dashed for the raw floors and baselines.
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
     backends = sorted({n.split("/")[-1] if n.startswith("floor/") else n.split("/")[1] for n in series
                        if not n.startswith(("baseline/", "peer/"))})
-    colour = {b: palette[i % len(palette)] for i, b in enumerate(backends)}
+    colour = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
     markers = {"with_bytes": "s", "with_bytes_shared": "o", "with_bytes_distinct": "^"}
     for name in sorted(series):
         points = sorted(series[name].items())
@@ -276,17 +440,26 @@ def plot(medians, path):
     return True
 
 
-def update_docs(path, text):
+MARKERS = {
+    "results": ("<!-- results:begin (bench/run.py --update-docs) -->", "<!-- results:end -->"),
+    "envelope": ("<!-- envelope:begin (bench/run.py --update-docs) -->", "<!-- envelope:end -->"),
+}
+
+
+def update_docs(path, sections):
+    """Replaces the text between each section's markers; sections: {"results" or "envelope": text}."""
     with open(path, encoding="utf-8") as f:
         doc = f.read()
-    begin, end = "<!-- results:begin (bench/run.py --update-docs) -->", "<!-- results:end -->"
-    if begin not in doc or end not in doc:
-        sys.exit(f"{path} has no results markers")
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
+    for section, text in sections.items():
+        begin, end = MARKERS[section]
+        if begin not in doc or end not in doc:
+            sys.exit(f"{path} has no {section} markers")
+        head, rest = doc.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        doc = head + begin + "\n" + text + "\n" + end + tail
     with open(path, "w", encoding="utf-8") as f:
-        f.write(head + begin + "\n" + text + "\n" + end + tail)
-    print(f"{path} updated", file=sys.stderr)
+        f.write(doc)
+    print(f"{path} updated ({', '.join(sections)})", file=sys.stderr)
 
 
 def main():
@@ -319,14 +492,26 @@ def main():
         data.setdefault("context", {})["load_avg_end"] = list(os.getloadavg())
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
-    context, medians = load(json_path)
-    text = report(medians, context, args.repetitions)
-    print(text)
-    if args.plot:
-        plot(medians, args.plot)
-    if args.update_docs:
-        update_docs(args.update_docs, text + (f"\n\n![throughput against threads]({os.path.basename(args.plot)})"
-                                              if args.plot else ""))
+    context, medians, cpu_ns = load(json_path)
+    sections = {}
+    if any(not is_envelope(k[0]) for k in medians):
+        text = report(medians, context, args.repetitions)
+        print(text)
+        if args.plot:
+            plot(medians, args.plot)
+            text += f"\n\n![throughput against threads]({os.path.basename(args.plot)})"
+        sections["results"] = text
+    if any(is_envelope(k[0]) for k in medians):
+        text = envelope_report(medians, cpu_ns, context, args.repetitions)
+        print("\nEnvelope workload:\n")
+        print(text)
+        if args.plot:
+            path = envelope_plot_path(args.plot)
+            plot_envelope(medians, path)
+            text += f"\n\n![envelope workload: records per second against threads]({os.path.basename(path)})"
+        sections["envelope"] = text
+    if args.update_docs and sections:
+        update_docs(args.update_docs, sections)
 
 
 if __name__ == "__main__":

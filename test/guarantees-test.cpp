@@ -122,6 +122,10 @@ SM_TEST("a read right past the end of a guarded secret dies of SIGSEGV", "[proof
 SM_TEST("a write just in front of a canaried secret is handled", "[proof]") { run_check("canary"); }
 SM_TEST("a change to a sealed secret's stored form is handled", "[proof]") { run_check("tamper"); }
 SM_TEST("a forked child sees no secret byte and can close or destroy it", "[proof]") { run_check("fork"); }
+SM_TEST("envelope decryption through create_with leaves no key byte in a core; the control's heap copies are found",
+        "[proof][core]") {
+  run_check("envelope");
+}
 
 TEST_CASE("every guarantee has a check, and every check but the round trip proves one", "[proof]") {
   for (const auto g : securememory::all_guarantees()) {

@@ -133,6 +133,19 @@ TEST_CASE("the gcore check finds a secret in pages without MADV_DONTDUMP", "[sel
   CHECK(scan.memory_hits >= 8);
 }
 
+TEST_CASE("the envelope check finds the keys in pages without MADV_DONTDUMP", "[selftest][core]") {
+  register_broken();
+  proof::core_scan scan;
+  const auto r = proof::envelope_core_dump("broken-plain", proof::envelope_path::create_with_idle, &scan);
+  INFO(r.detail);
+  if (r.state == proof::status::skip) {
+    WARN("SKIP: " << r.detail);
+    return;
+  }
+  CHECK(r.state == proof::status::fail);
+  CHECK(scan.memory_hits >= 9 * 4);  // the IK and 8 DRKs, 4 pieces each
+}
+
 TEST_CASE("piece_set counts every copy of 15 or more bytes, at any alignment", "[selftest]") {
   const auto secret = test::pattern(64, 7);
   proof::piece_set pieces;

@@ -88,11 +88,13 @@ result check_round_trip(const std::string& backend) {
 
 // ---- the table ----------------------------------------------------------------------------------
 
-constexpr std::array<check, 14> table{{
+constexpr std::array<check, 15> table{{
     {"round-trip", "create_random, with_bytes and reader agree, close", &check_round_trip, std::nullopt},
     {"core-dump", "a kernel core dump (idle, inside with_bytes, after close) holds no secret byte", &check_core_dumps,
      Guarantee::excluded_from_core_dumps},
     {"gcore", "a gcore snapshot of a live process holds no secret byte", &check_gcore, Guarantee::excluded_from_core_dumps},
+    {"envelope", "decrypting records with create_with (examples/envelope.hpp) leaves no key byte in a core, memory or "
+     "saved registers; a control with heap copies is found", &check_envelope, Guarantee::excluded_from_core_dumps},
     {"swap", "the secret's pages are Locked (smaps) for its whole life", &check_swap, Guarantee::locked},
     {"memlock", "RLIMIT_MEMLOCK exhaustion without CAP_IPC_LOCK is memlock_limit, leak-free", &check_memlock,
      Guarantee::locked},

@@ -292,7 +292,8 @@ std::string core_file_name(pid_t pid, std::string* why) {
   return name;
 }
 
-// Host-level reasons a child cannot dump core into a file in its cwd.
+}  // namespace
+
 std::string core_dump_limit() {
   if (const auto s = sanitizer_limit(); !s.empty()) return std::string(s);
   std::string why;
@@ -307,6 +308,8 @@ std::string core_dump_limit() {
   return "";
 }
 
+namespace {
+
 std::string exit_meaning(const child_status& c) {
   if (c.exited && c.exit_code >= 100) {
     return c.describe() + " (securememory::error " + make_error_code(static_cast<errc>(c.exit_code - 100)).message() + ")";
@@ -317,14 +320,42 @@ std::string exit_meaning(const child_status& c) {
 
 }  // namespace
 
-result kernel_core_dump(const std::string& backend, std::size_t size, core_state state, core_scan* scan_out) {
+result scan_aborted_child(const std::function<int()>& body, const std::function<piece_set()>& pieces, core_scan& scan) {
   if (const auto why = core_dump_limit(); !why.empty()) return result::skip(why);
   const temp_dir dir;
-  const secret_exchange exchange(size);
   const std::string& cwd = dir.path();
   const auto child = run_child(
       [&]() -> int {
         if (chdir(cwd.c_str()) != 0) return 2;
+        return body();
+      },
+      /*allow_core=*/true);
+  if (!child.signaled || child.signal != SIGABRT) {
+    return result::fail("the child did not abort as planned: " + exit_meaning(child));
+  }
+  std::string why;
+  const std::string path = cwd + "/" + core_file_name(child.pid, &why);
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) {
+    return result::fail("no core file was written (" + child.describe() + ", looked for " + path +
+                        "): this host did not dump core although core_pattern and RLIMIT_CORE allow it");
+  }
+  scan = scan_core_file(path, pieces());
+  unlink(path.c_str());
+  if (!scan.is_core || !scan.error.empty()) return result::fail("core file unusable: " + scan.error);
+  if (scan.pid != child.pid || scan.signal != SIGABRT) {
+    return result::fail("the core is not this child's SIGABRT core (pid " + std::to_string(scan.pid) + ", signal " +
+                        std::to_string(scan.signal) + ")");
+  }
+  return result::pass(hits_text(scan));
+}
+
+result kernel_core_dump(const std::string& backend, std::size_t size, core_state state, core_scan* scan_out) {
+  if (const auto why = core_dump_limit(); !why.empty()) return result::skip(why);
+  const secret_exchange exchange(size);
+  core_scan scan;
+  result scanned = scan_aborted_child(
+      [&]() -> int {
         auto held = exchange.make_in_child(backend);
         switch (state) {
           case core_state::idle: std::abort();
@@ -340,28 +371,11 @@ result kernel_core_dump(const std::string& backend, std::size_t size, core_state
         }
         return 4;
       },
-      /*allow_core=*/true);
-  if (!child.signaled || child.signal != SIGABRT) {
-    return result::fail("the child did not abort as planned: " + exit_meaning(child));
-  }
-  std::string why;
-  const std::string path = cwd + "/" + core_file_name(child.pid, &why);
-  struct stat st{};
-  if (stat(path.c_str(), &st) != 0) {
-    return result::fail("no core file was written (" + child.describe() + ", looked for " + path +
-                        "): this host did not dump core although core_pattern and RLIMIT_CORE allow it");
-  }
-  const core_scan scan = scan_core_file(path, exchange.pieces());
-  unlink(path.c_str());
+      [&] { return exchange.pieces(); }, scan);
   if (scan_out != nullptr) *scan_out = scan;
-  if (!scan.is_core || !scan.error.empty()) return result::fail("core file unusable: " + scan.error);
-  if (scan.pid != child.pid || scan.signal != SIGABRT) {
-    return result::fail("the core is not this child's SIGABRT core (pid " + std::to_string(scan.pid) + ", signal " +
-                        std::to_string(scan.signal) + ")");
-  }
-  const std::string text = hits_text(scan);
-  if (scan.memory_hits != 0 || scan.other_hits != 0) return result::fail("secret bytes in the core: " + text);
-  return result::pass(text);
+  if (scanned.state != status::pass) return scanned;
+  if (scan.memory_hits != 0 || scan.other_hits != 0) return result::fail("secret bytes in the core: " + scanned.detail);
+  return scanned;
 }
 
 namespace {

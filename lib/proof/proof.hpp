@@ -206,6 +206,24 @@ const char* core_state_name(core_state s) noexcept;
 /// detail gives the hits; scan is filled when a core was scanned.
 result kernel_core_dump(const std::string& backend, std::size_t size, core_state state, core_scan* scan = nullptr);
 
+/// How the envelope workload's child gets its data-row keys (DRK) back, and
+/// when it aborts.
+enum class envelope_path : unsigned char {
+  create_with_idle,         ///< unwrapped with create_with(); aborts holding them
+  create_with_after_close,  ///< the same, aborts after closing them and the IK
+  ordinary_buffer,          ///< the control: unwrapped into heap buffers, kept
+};
+const char* envelope_path_name(envelope_path p) noexcept;
+
+/// One kernel core dump of the envelope workload (examples/envelope.hpp): a
+/// child loads an intermediate key with create_from_fd(), encrypts 8
+/// records of 1 KiB, decrypts them along `path`, checks the payloads, and
+/// aborts; its core is scanned for the IK's and every DRK's bytes. The
+/// create_with paths PASS with 0 pieces in memory, in the notes (saved
+/// registers) and elsewhere; the control PASSes when the scan finds every
+/// DRK in memory. scan is filled when a core was scanned.
+result envelope_core_dump(const std::string& backend, envelope_path path, core_scan* scan = nullptr);
+
 /// gcore of a live child holding a secret (created as above), idle.
 result live_gcore(const std::string& backend, std::size_t size, core_scan* scan = nullptr);
 

@@ -219,31 +219,35 @@ secret_exchange::held secret_exchange::make_in_child(const std::string& backend)
     h.given = factory.create(source);  // wipes source
   }
   h.random = factory.create_random(size_);
-  const bool written = h.random.with_bytes([this](std::span<const std::byte> b) {
-    return pwrite_all(fd_, b.data(), b.size(), static_cast<off_t>(size_));
-  });
+  const bool written = h.random.with_bytes([this](std::span<const std::byte> b) { return write_at(size_, b); });
   if (!written) throw std::runtime_error("cannot write to the memfd");
   if (!read_through(h.given) || !read_through(h.random)) throw std::runtime_error("a Reader returned a wrong count");
   return h;
 }
 
-std::vector<std::byte> secret_exchange::read_back(std::size_t offset) const {
-  std::vector<std::byte> out(size_);
-  if (!pread_all(fd_, out.data(), size_, static_cast<off_t>(offset))) {
+std::vector<std::byte> secret_exchange::read_back(std::size_t offset, std::size_t count) const {
+  std::vector<std::byte> out(count);
+  if (!pread_all(fd_, out.data(), count, static_cast<off_t>(offset))) {
     throw std::runtime_error("cannot read the secret's bytes back from the memfd");
   }
   return out;
 }
 
-std::vector<std::byte> secret_exchange::given_bytes() const { return read_back(0); }
+std::vector<std::byte> secret_exchange::given_bytes() const { return read_back(0, size_); }
+
+bool secret_exchange::write_at(std::size_t offset, std::span<const std::byte> bytes) const noexcept {
+  return pwrite_all(fd_, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+}
+
+void secret_exchange::add_pieces(piece_set& p, std::size_t offset, std::size_t count) const {
+  auto bytes = read_back(offset, count);
+  p.add(bytes);
+  sodium_memzero(bytes.data(), bytes.size());
+}
 
 piece_set secret_exchange::pieces() const {
   piece_set p;
-  for (const std::size_t offset : {std::size_t{0}, size_}) {
-    auto bytes = read_back(offset);
-    p.add(bytes);
-    sodium_memzero(bytes.data(), bytes.size());
-  }
+  for (const std::size_t offset : {std::size_t{0}, size_}) add_pieces(p, offset, size_);
   return p;
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <securememory/guarantees.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,12 @@ namespace securememory::proof {
 /// SIGKILL after timeout_seconds.
 child_status wait_child(pid_t pid, int timeout_seconds);
 
-/// The checks, one function each: dumps.cpp, wipe.cpp, pages.cpp,
-/// visibility.cpp, lifecycle.cpp, integrity.cpp; checks.cpp holds the table.
+/// The checks, one function each: dumps.cpp, envelope.cpp, wipe.cpp,
+/// pages.cpp, visibility.cpp, lifecycle.cpp, integrity.cpp; checks.cpp holds
+/// the table.
 result check_core_dumps(const std::string& backend);
 result check_gcore(const std::string& backend);
+result check_envelope(const std::string& backend);
 result check_wiping(const std::string& backend);
 result check_swap(const std::string& backend);
 result check_no_access(const std::string& backend);
@@ -48,6 +51,18 @@ std::size_t page_size();
 /// Address of a secret's first byte (read inside with_bytes).
 const std::byte* address_of(const Secret& s);
 
+/// Why a child cannot dump core into a file in its cwd on this host or in
+/// this build (sanitizer_limit(), core_pattern, RLIMIT_CORE), or "".
+std::string core_dump_limit();
+
+/// A kernel core dump of `body`, run in a forked child (run_child with
+/// allow_core) whose cwd is a fresh temporary directory; body must abort.
+/// The core is scanned for the pieces that `pieces()` returns, called once
+/// the child is gone, and removed. PASS (detail: the hits in words) when the
+/// scan ran: the caller judges the counts in `scan`. FAIL when the child did
+/// not abort (body's return value is its exit status), or left no core of its
+/// own; SKIP when core_dump_limit() says so.
+result scan_aborted_child(const std::function<int()>& body, const std::function<piece_set()>& pieces, core_scan& scan);
 
 /// Path of gdb's gcore script, or "" when it is not installed.
 std::string gcore_path();
@@ -126,8 +141,20 @@ class secret_exchange {
   /// In the parent: the bytes given to create() (caller wipes them).
   [[nodiscard]] std::vector<std::byte> given_bytes() const;
 
+  /// For checks that exchange more than these two secrets. The memfd: the
+  /// first `size` bytes are the ones make_in_child() gives to create(), a
+  /// child may read them itself (e.g. create_from_fd() after seeking to 0).
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  /// In the child: writes `bytes` at `offset` (2 * size or more: after the
+  /// two secrets of make_in_child()). Called from inside with_bytes(), the
+  /// kernel reads them straight from the protected pages. False on failure.
+  [[nodiscard]] bool write_at(std::size_t offset, std::span<const std::byte> bytes) const noexcept;
+  /// In the parent: adds the pieces of the `count` bytes at `offset`.
+  /// Throws std::runtime_error when they cannot be read back.
+  void add_pieces(piece_set& p, std::size_t offset, std::size_t count) const;
+
  private:
-  [[nodiscard]] std::vector<std::byte> read_back(std::size_t offset) const;
+  [[nodiscard]] std::vector<std::byte> read_back(std::size_t offset, std::size_t count) const;
   int fd_ = -1;
   std::size_t size_;
 };
