@@ -39,10 +39,12 @@ struct plain_source {
     dedicated = 0;
     refuse_dedicated = false;
   }
+  static inline std::vector<void*> kept;  // reachable until exit: a scratch lives as long as the process
   static std::byte* reserve(std::size_t bytes) {
     auto* p = static_cast<std::byte*>(std::aligned_alloc(page, bytes));
     std::fill(p, p + bytes, std::byte{0});
-    return p;  // never freed: a scratch lives as long as the process
+    kept.push_back(p);
+    return p;
   }
   static bool lock(std::byte*, std::size_t) {
     if (locks.load() >= refuse_after.load()) return false;
@@ -64,7 +66,9 @@ struct plain_source {
 
 scratch& make_scratch(std::size_t slabs) {
   plain_source::reset();
-  return *new scratch(plain_source::memory(), page, slabs);  // never destroyed, like the real one
+  auto* made = new scratch(plain_source::memory(), page, slabs);  // never destroyed, like the real one
+  plain_source::kept.push_back(made);
+  return *made;
 }
 
 bool all_zero(const std::byte* p, std::size_t n) {
@@ -200,7 +204,9 @@ struct plain_slots {
   static inline std::atomic<int> freed_unwiped{0};  // large blocks freed with their bytes as written
   static std::byte* map_block(std::size_t bytes) {
     blocks.fetch_add(1);
-    return static_cast<std::byte*>(std::calloc(1, bytes));  // never freed, like the real blocks
+    void* p = std::calloc(1, bytes);  // never freed, like the real blocks
+    plain_source::kept.push_back(p);
+    return static_cast<std::byte*>(p);
   }
   static std::byte* allocate_large(std::size_t bytes) noexcept {
     large.fetch_add(1);
@@ -218,7 +224,9 @@ slot_arena& make_slots() {
   plain_slots::large = 0;
   plain_slots::large_freed = 0;
   plain_slots::freed_unwiped = 0;
-  return *new slot_arena(slot_memory{plain_slots::map_block, plain_slots::allocate_large, plain_slots::free_large});
+  auto* made = new slot_arena(slot_memory{plain_slots::map_block, plain_slots::allocate_large, plain_slots::free_large});
+  plain_source::kept.push_back(made);
+  return *made;
 }
 
 }  // namespace

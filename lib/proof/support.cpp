@@ -255,19 +255,37 @@ std::size_t pieces_in_process(pid_t pid, const piece_set& pieces, std::size_t* s
   const std::string proc = "/proc/" + std::to_string(pid);
   const int mem = open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
   if (mem < 0) throw std::runtime_error("cannot open " + proc + "/mem: " + errno_string(errno));
-  std::ifstream maps(proc + "/maps");
+  // Mappings with resident pages only: untouched address space holds no
+  // copy (and a sanitizer runtime reserves terabytes of it).
+  struct range {
+    std::uintptr_t start = 0;
+    std::uintptr_t end = 0;
+    bool skip = false;
+  };
+  std::vector<range> ranges;
+  {
+    std::ifstream smaps(proc + "/smaps");
+    for (std::string line; std::getline(smaps, line);) {
+      const auto dash = line.find('-');
+      const auto space = line.find(' ');
+      if (dash != std::string::npos && space != std::string::npos && dash < space && line.find(':') > space) {
+        range r;
+        r.start = std::stoull(line.substr(0, dash), nullptr, 16);
+        r.end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+        r.skip = line.find("[vvar]") != std::string::npos || line.find("[vsyscall]") != std::string::npos;
+        ranges.push_back(r);
+      } else if (line.rfind("Rss:", 0) == 0 && !ranges.empty()) {
+        if (std::stoull(line.substr(4)) == 0) ranges.back().skip = true;
+      }
+    }
+  }
   std::vector<std::byte> buf(std::size_t{1} << 20U);
   std::size_t hits = 0;
   std::size_t read_bytes = 0;
-  for (std::string line; std::getline(maps, line);) {
-    const auto dash = line.find('-');
-    const auto space = line.find(' ');
-    if (dash == std::string::npos || space == std::string::npos) continue;
-    if (line.find("[vvar]") != std::string::npos || line.find("[vsyscall]") != std::string::npos) continue;
-    const std::uintptr_t start = std::stoull(line.substr(0, dash), nullptr, 16);
-    const std::uintptr_t end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
-    for (std::uintptr_t at = start; at < end; at += buf.size()) {
-      const std::size_t want = std::min<std::size_t>(buf.size(), end - at);
+  for (const auto& r : ranges) {
+    if (r.skip) continue;
+    for (std::uintptr_t at = r.start; at < r.end; at += buf.size()) {
+      const std::size_t want = std::min<std::size_t>(buf.size(), r.end - at);
       const ssize_t n = pread(mem, buf.data(), want, static_cast<off_t>(at));
       if (n <= 0) break;  // unreadable (memfd_secret: EIO), or gone
       read_bytes += static_cast<std::size_t>(n);
