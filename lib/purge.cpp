@@ -1,7 +1,7 @@
 // securememory: emergency purge (include/securememory/purge.hpp).
 //
 // Theory of operation. purge() asks the state machine to close every live
-// secret without waiting (purge_all, lib/secret.cpp: a walk over the state
+// secret without waiting (purge_all below: a walk over the state
 // pool's blocks in use), then empties the page caches, which also drops
 // idle keys (page_cache.hpp's idle holders). The signal path cannot lock or
 // allocate: emergency_wipe_all() walks the same blocks without the pool's
@@ -15,6 +15,8 @@
 
 #include "internal.hpp"
 #include "page_cache.hpp"
+#include "secret_state.hpp"
+#include "state_pool.hpp"
 
 #include <securememory/error.hpp>
 
@@ -52,6 +54,47 @@ void on_signal(int sig) noexcept {
 }
 
 }  // namespace
+
+// --- purge ----------------------------------------------------------------
+
+std::size_t purge_all() noexcept {
+  // Passes over the pool until one finds no open secret: each collects up
+  // to a batch of live states (a reference each, taken under the pool's
+  // lock), then purges them outside it. No allocation: purge() must work
+  // when memory is short.
+  constexpr std::size_t batch = 256;
+  std::size_t purged = 0;
+  for (;;) {
+    struct collected {
+      std::array<secret_state*, batch> states{};
+      std::size_t count = 0;
+      bool more = false;
+    } c;
+    state_pool::for_each_in_use(
+        [](void* block, void* context) noexcept {
+          auto& col = *static_cast<collected*>(context);
+          auto* s = static_cast<secret_state*>(block);
+          if (s->is_closed()) return;  // closed, closing, or inherited
+          if (col.count == col.states.size()) {
+            col.more = true;
+            return;
+          }
+          if (s->retain_if_alive()) col.states[col.count++] = s;
+        },
+        &c, true);
+    for (std::size_t i = 0; i < c.count; ++i) {
+      purged += c.states[i]->purge_now() ? 1 : 0;
+      c.states[i]->drop();
+    }
+    if (!c.more) break;
+  }
+  return purged;
+}
+
+void emergency_wipe_all() noexcept {
+  state_pool::for_each_in_use(
+      [](void* block, void*) noexcept { static_cast<secret_state*>(block)->wipe_in_signal_handler(); }, nullptr, false);
+}
 
 void add_emergency_hook(emergency_hook hook) noexcept {
   for (auto& h : hooks) {
