@@ -35,6 +35,7 @@ class category_impl final : public std::error_category {
       case errc::canary_violation: return "canary violation: memory next to a secret was corrupted";
       case errc::release_failed: return "secret wiped, but its memory could not be released";
       case errc::invalid_argument: return "invalid argument";
+      case errc::read_failed: return "reading a secret's bytes failed or ended early";
     }
     return "unknown securememory error";
   }
@@ -65,6 +66,21 @@ void throw_null_callback() {
   throw error(errc::invalid_argument, "with_bytes: the callback is null; pass a function to call with the bytes");
 }
 
+std::string quoted(std::string_view name) {
+  constexpr std::size_t shown = 64;
+  std::string out = "\"";
+  for (const char c : name.substr(0, shown)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  out += name.size() > shown ? "...\"" : "\"";
+  return out;
+}
+
 std::size_t round_to_pages(std::size_t size, std::size_t extra) {
   const std::size_t page = os::page_size();
   constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
@@ -74,16 +90,6 @@ std::size_t round_to_pages(std::size_t size, std::size_t extra) {
                 fmt::format("secret size {} is too large: rounding it to whole pages overflows", size));
   }
   return (size + extra + page - 1) / page * page;
-}
-
-std::string memlock_hint() {
-  rlimit lim{};
-  if (!os::memlock_limit(lim)) return "raise RLIMIT_MEMLOCK (ulimit -l) or grant CAP_IPC_LOCK";
-  auto text = [](rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : fmt::format("{} bytes", v); };
-  return fmt::format(
-      "RLIMIT_MEMLOCK is {} (soft) / {} (hard); raise it (ulimit -l, LimitMEMLOCK= in systemd, "
-      "--ulimit memlock in containers) or grant CAP_IPC_LOCK",
-      text(lim.rlim_cur), text(lim.rlim_max));
 }
 
 void protect_pages(void* addr, std::size_t length, region& r, access a) {

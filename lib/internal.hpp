@@ -4,11 +4,13 @@
 
 #include <securememory/backend.hpp>
 #include <securememory/error.hpp>
+#include <securememory/secret.hpp>
 #include <securememory/violation.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <sys/mman.h>
 
 #include <spdlog/fmt/fmt.h>
@@ -20,6 +22,11 @@ namespace securememory::detail {
 /// Initialises libsodium exactly once (thread-safe) and installs the fork
 /// handler. Throws error(backend_unavailable) if sodium_init() fails.
 void ensure_initialised();
+
+/// The region a secret holds now, as its backend handed it out (empty for
+/// an empty or released handle). For tests that inspect a backend's
+/// memory; not on any production path.
+region region_of(const Secret& s) noexcept;
 
 /// Incremented in every child process right after fork(). A secret created
 /// under another generation belongs to the parent.
@@ -33,9 +40,6 @@ std::uint64_t fork_generation() noexcept;
 /// Rounds size up to whole pages, after adding `extra` bytes. Throws
 /// error(invalid_size) for size 0 or when the arithmetic would overflow.
 std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
-
-/// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise it.
-std::string memlock_hint();
 
 /// The mprotect flags for an access level (shared by the page-based backends).
 constexpr int page_protection(access a) noexcept {
@@ -52,12 +56,24 @@ constexpr int page_protection(access a) noexcept {
 /// its errno.
 void protect_pages(void* addr, std::size_t length, region& r, access a);
 
+/// A name the caller gave (a backend name, maybe from the environment) for
+/// a message or a log line: in double quotes, at most 64 bytes of it,
+/// control characters, quotes, backslashes and non-ASCII bytes as \xNN,
+/// "..." when it was cut.
+std::string quoted(std::string_view name);
+
 // --- metrics --------------------------------------------------------------
 
 void count_created(std::size_t locked) noexcept;
 void count_released(std::size_t locked) noexcept;
 void count_failure() noexcept;
 void count_violation() noexcept;
+/// In a forked child: the parent's secrets are not this process's.
+void reset_counts_after_fork() noexcept;
+/// Locked bytes an owner holds for itself now, in this process.
+using locked_source = std::size_t (*)() noexcept;
+/// Adds a source to metrics().internal_locked_bytes (at most 4; never removed).
+void add_internal_locked_source(locked_source source) noexcept;
 /// Bytes held by the page caches now (lib/page_cache.cpp).
 std::uint64_t cached_bytes() noexcept;
 

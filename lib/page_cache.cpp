@@ -27,10 +27,13 @@
 #include "page_cache.hpp"
 
 #include "internal.hpp"
+#include "small_mutex.hpp"
 
 #include <securememory/page_cache.hpp>
 
+#include <array>
 #include <atomic>
+#include <mutex>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -43,11 +46,26 @@ namespace detail {
 namespace {
 
 constexpr std::size_t default_limit = std::size_t{1} << 20U;
-constexpr std::size_t unset = std::numeric_limits<std::size_t>::max();
 
-constinit std::atomic<std::size_t> limit_bytes{unset};
+// The bound: limit_bytes is valid once limit_known is set (by the first
+// reader, from the environment, or by set_page_cache_limit()). Writers hold
+// limit_mutex (also across fork()); readers only load.
+constinit std::atomic<std::size_t> limit_bytes{0};
+constinit std::atomic<bool> limit_known{false};
+constinit small_mutex limit_mutex;
 constinit std::atomic<std::size_t> cached_total{0};
 constinit std::atomic<page_cache*> all_caches{nullptr};
+
+constexpr std::size_t max_idle_holders = 4;
+constinit std::array<std::atomic<page_cache::idle_release_fn>, max_idle_holders> idle_holders{};
+
+std::size_t release_idle_holders() noexcept {
+  std::size_t released = 0;
+  for (auto& h : idle_holders) {
+    if (const auto fn = h.load(std::memory_order_acquire)) released += fn();
+  }
+  return released;
+}
 
 // Parses "1048576", "512K", "4M", "1G" (case-insensitive); false if malformed.
 bool parse_size(const char* text, std::size_t& out) {
@@ -81,11 +99,13 @@ std::size_t limit_from_environment() noexcept {
 }
 
 std::size_t current_limit() noexcept {
-  std::size_t v = limit_bytes.load(std::memory_order_relaxed);
-  if (v != unset) return v;
-  std::size_t expected = unset;
-  const std::size_t from_env = limit_from_environment();
-  limit_bytes.compare_exchange_strong(expected, from_env, std::memory_order_relaxed);
+  if (limit_known.load(std::memory_order_acquire)) return limit_bytes.load(std::memory_order_relaxed);
+  const std::size_t from_env = limit_from_environment();  // outside the lock: it may log
+  const std::lock_guard lock(limit_mutex);
+  if (!limit_known.load(std::memory_order_relaxed)) {
+    limit_bytes.store(from_env, std::memory_order_relaxed);
+    limit_known.store(true, std::memory_order_release);
+  }
   return limit_bytes.load(std::memory_order_relaxed);
 }
 
@@ -124,11 +144,15 @@ page_cache::run page_cache::take(std::size_t length) noexcept {
 }
 
 bool page_cache::put(run r) noexcept {
-  const std::size_t limit = current_limit();
-  if (limit == 0 || r.length > limit) return false;
   std::unique_lock lock(mutex_);
   bool others_trimmed = false;
   for (;;) {
+    // The bound is read with this cache's lock held, and again after every
+    // time the lock was let go: set_page_cache_limit() stores a new bound
+    // before its trim takes this lock, so a run put in under a stale bound
+    // would be one the trim cannot have seen.
+    const std::size_t limit = current_limit();
+    if (limit == 0 || r.length > limit) return false;
     std::size_t total = cached_total.load(std::memory_order_relaxed);
     if (total + r.length <= limit) {
       if (cached_total.compare_exchange_weak(total, total + r.length, std::memory_order_relaxed)) break;
@@ -182,24 +206,38 @@ std::size_t page_cache::release_all_caches() noexcept {
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
     released += c->release_until(0);
   }
-  return released;
+  return released + release_idle_holders();
 }
 
 void page_cache::trim_all_caches(std::size_t limit) noexcept {
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
     c->release_until(limit);
   }
+  if (limit == 0) (void)release_idle_holders();
 }
 
+void page_cache::add_idle_holder(idle_release_fn release) noexcept {
+  for (auto& h : idle_holders) {
+    idle_release_fn expected = nullptr;
+    if (h.compare_exchange_strong(expected, release, std::memory_order_acq_rel) || expected == release) return;
+  }
+}
+
+// Lock order: a cache's lock, then limit_mutex (put() reads the bound with
+// its cache locked; set_page_cache_limit() lets limit_mutex go before it
+// trims).
 void page_cache::before_fork() noexcept {
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.lock();
+  limit_mutex.lock();
 }
 
 void page_cache::after_fork_parent() noexcept {
+  limit_mutex.unlock();
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) c->mutex_.unlock();
 }
 
 void page_cache::after_fork_child() noexcept {
+  limit_mutex.unlock();
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
     for (const run& r : c->runs_) {
       cached_total.fetch_sub(r.length, std::memory_order_relaxed);
@@ -215,9 +253,12 @@ void page_cache::after_fork_child() noexcept {
 std::size_t page_cache_limit() noexcept { return detail::current_limit(); }
 
 std::size_t set_page_cache_limit(std::size_t bytes) noexcept {
-  if (bytes == detail::unset) --bytes;  // the all-ones value means "not read yet"
-  const std::size_t previous = detail::current_limit();
-  detail::limit_bytes.store(bytes, std::memory_order_relaxed);
+  (void)detail::current_limit();  // the environment is read first, once, so that it never overrides this call
+  std::size_t previous = 0;
+  {
+    const std::lock_guard lock(detail::limit_mutex);
+    previous = detail::limit_bytes.exchange(bytes, std::memory_order_seq_cst);
+  }
   detail::page_cache::trim_all_caches(bytes);
   return previous;
 }

@@ -52,12 +52,20 @@ class page_cache {
   /// its release hook takes.
   [[nodiscard]] bool put(run r) noexcept;
 
-  /// Releases every run of every cache (memlock pressure). Returns the
-  /// number of bytes released.
+  /// Releases every run of every cache, and the idle memory of every idle
+  /// holder (memlock pressure). Returns the number of bytes released.
   static std::size_t release_all_caches() noexcept;
 
-  /// Releases runs of every cache until the total is within `limit`.
+  /// Releases runs of every cache until the total is within `limit`; at 0,
+  /// also the idle holders' memory.
   static void trim_all_caches(std::size_t limit) noexcept;
+
+  /// Memory a component keeps locked while nothing uses it, only to reuse
+  /// it (sealed's key while no sealed secret is alive) follows the caches'
+  /// rule: it goes when they are emptied. The function releases it if it is
+  /// idle and returns the bytes released. At most 4 holders; never removed.
+  using idle_release_fn = std::size_t (*)() noexcept;
+  static void add_idle_holder(idle_release_fn release) noexcept;
 
  private:
   std::size_t release_until(std::size_t total_limit) noexcept;

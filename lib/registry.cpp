@@ -1,10 +1,19 @@
-// securememory: the backend registry.
+// securememory: the backend registry, and where the built-ins are assembled.
 //
-// Theory of operation: a mutex-guarded sorted map from name to maker. The
-// mutex is released before a maker runs, so a maker may itself consult the
-// registry. The default registry is allocated on first use and never
+// Theory of operation: a mutex-guarded sorted map from name to a shared,
+// immutable maker. The lock is held only to look up or copy the map (no
+// user code runs under it: the maker is copied as a shared_ptr and called
+// after the lock is released, so a maker may itself consult the registry).
+// Every registry links itself into one process-wide list, and a
+// pthread_atfork handler holds the list's lock and every registry's lock
+// across fork(): a child never inherits one locked by a thread that does
+// not exist there. The default registry is allocated on first use and never
 // destroyed (Botan #761: a registry torn down before the host's static
 // objects made their destructors crash).
+//
+// Composite backends are assembled here: "sealed" is handed the function
+// that picks its key's backend (secretmem when this host has it, else
+// memguard); no backend looks another up by name.
 #include <securememory/registry.hpp>
 
 #include "backends/memguard.hpp"
@@ -12,61 +21,138 @@
 #include "backends/secretmem.hpp"
 #include "backends/sealed.hpp"
 #include "internal.hpp"
+#include "small_mutex.hpp"
 
 #include <securememory/error.hpp>
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <pthread.h>
 
 namespace securememory {
 
-void registry::add(std::string name, BackendMaker maker) {
-  if (name.empty()) throw error(errc::invalid_argument, "register_backend: the backend name must not be empty");
-  if (!maker) throw error(errc::invalid_argument, "register_backend: the maker for \"" + name + "\" is null");
-  const std::lock_guard lock(mutex_);
-  if (makers_.contains(name)) {
-    throw error(errc::duplicate_backend,
-                "register_backend: a backend named \"" + name + "\" is already registered; pick another name");
-  }
-  makers_.emplace(std::move(name), std::move(maker));
+struct detail::registry_impl {
+  mutable detail::small_mutex mutex;
+  std::map<std::string, std::shared_ptr<const BackendMaker>, std::less<>> makers;
+  registry_impl* next = nullptr;  // the process-wide list (fork handling)
+  registry_impl* prev = nullptr;
+};
+
+namespace {
+
+// Every live registry, for the fork handlers.
+struct registry_list {
+  detail::small_mutex mutex;
+  detail::registry_impl* head = nullptr;
+};
+
+void before_fork() noexcept;
+void after_fork() noexcept;
+
+registry_list& all_registries() {
+  static auto* list = [] {
+    auto* l = new registry_list();  // never destroyed: registries may outlive static destruction
+    pthread_atfork(before_fork, after_fork, after_fork);
+    return l;
+  }();
+  return *list;
 }
 
-std::vector<std::string> registry::names() const {
-  const std::lock_guard lock(mutex_);
-  std::vector<std::string> out;
-  out.reserve(makers_.size());
-  for (const auto& entry : makers_) out.push_back(entry.first);
-  return out;
+void before_fork() noexcept {
+  registry_list& l = all_registries();
+  l.mutex.lock();
+  for (detail::registry_impl* r = l.head; r != nullptr; r = r->next) r->mutex.lock();
 }
 
-BackendMaker registry::find(std::string_view name) const {
-  const std::lock_guard lock(mutex_);
-  const auto it = makers_.find(name);
-  if (it != makers_.end()) return it->second;
+void after_fork() noexcept {
+  registry_list& l = all_registries();
+  for (detail::registry_impl* r = l.head; r != nullptr; r = r->next) r->mutex.unlock();
+  l.mutex.unlock();
+}
+
+// The registry's maker for `name`, or the error naming the known ones.
+std::shared_ptr<const BackendMaker> find(const detail::registry_impl& r, std::string_view name) {
   std::string known;
-  for (const auto& entry : makers_) known += (known.empty() ? "" : ", ") + entry.first;
-  // The name is the caller's text (maybe an environment variable): quote it, bounded.
-  const std::string shown(name.substr(0, 64));
-  throw error(errc::unknown_backend, "unknown securememory backend \"" + shown + (name.size() > 64 ? "...\"" : "\"") +
+  {
+    const std::lock_guard lock(r.mutex);
+    const auto it = r.makers.find(name);
+    if (it != r.makers.end()) return it->second;
+    for (const auto& entry : r.makers) known += (known.empty() ? "" : ", ") + detail::quoted(entry.first);
+  }
+  throw error(errc::unknown_backend, "unknown securememory backend " + detail::quoted(name) +
                                          "; registered backends: " + (known.empty() ? "(none)" : known));
 }
 
-bool registry::available(std::string_view name) const {
-  BackendMaker maker;
+// The backend sealed keeps its key in: the strongest this host has.
+std::shared_ptr<backend> strongest_key_backend() {
   try {
-    maker = find(name);
-    return maker() != nullptr;
+    return detail::make_secretmem();
+  } catch (const error& e) {
+    if (e.code_value() != errc::backend_unavailable) throw;
+  }
+  return detail::make_memguard();
+}
+
+std::shared_ptr<backend> make_default_sealed() {
+  static const auto* instance = new std::shared_ptr<backend>(detail::make_sealed(strongest_key_backend));  // never destroyed
+  return *instance;
+}
+
+}  // namespace
+
+registry::registry() : impl_(new detail::registry_impl()) {
+  registry_list& l = all_registries();
+  const std::lock_guard lock(l.mutex);
+  impl_->next = l.head;
+  if (l.head != nullptr) l.head->prev = impl_;
+  l.head = impl_;
+}
+
+registry::~registry() {
+  {
+    registry_list& l = all_registries();
+    const std::lock_guard lock(l.mutex);
+    if (impl_->prev != nullptr) impl_->prev->next = impl_->next;
+    if (impl_->next != nullptr) impl_->next->prev = impl_->prev;
+    if (l.head == impl_) l.head = impl_->next;
+  }
+  delete impl_;
+}
+
+void registry::add(std::string name, BackendMaker maker) {
+  if (name.empty()) throw error(errc::invalid_argument, "register_backend: the backend name must not be empty");
+  if (!maker) throw error(errc::invalid_argument, "register_backend: the maker for " + detail::quoted(name) + " is null");
+  auto shared = std::make_shared<const BackendMaker>(std::move(maker));
+  const std::lock_guard lock(impl_->mutex);
+  if (impl_->makers.contains(name)) {
+    throw error(errc::duplicate_backend,
+                "register_backend: a backend named " + detail::quoted(name) + " is already registered; pick another name");
+  }
+  impl_->makers.emplace(std::move(name), std::move(shared));
+}
+
+std::vector<std::string> registry::names() const {
+  const std::lock_guard lock(impl_->mutex);
+  std::vector<std::string> out;
+  out.reserve(impl_->makers.size());
+  for (const auto& entry : impl_->makers) out.push_back(entry.first);
+  return out;
+}
+
+bool registry::available(std::string_view name) const {
+  try {
+    return (*find(*impl_, name))() != nullptr;
   } catch (const error&) {
     return false;
   }
 }
 
 SecretFactory registry::make_factory(std::string_view name) const {
-  const BackendMaker maker = find(name);
-  return SecretFactory(maker());
-}
-
-std::shared_ptr<backend> detail::make_registered_backend(const registry& r, std::string_view name) {
-  return r.find(name)();
+  const auto maker = find(*impl_, name);
+  std::shared_ptr<backend> b = (*maker)();
+  if (!b) throw error(errc::invalid_argument, "the maker of backend " + detail::quoted(name) + " returned no backend");
+  return SecretFactory(std::move(b));
 }
 
 registry& default_registry() {
@@ -75,7 +161,7 @@ registry& default_registry() {
     r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
     r->add("secretmem", detail::make_secretmem);
-    r->add("sealed", detail::make_sealed);
+    r->add("sealed", make_default_sealed);
     return r;
   }();
   return *instance;

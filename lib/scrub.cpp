@@ -29,16 +29,18 @@ namespace {
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
       "xmm13", "xmm14", "xmm15"
 
-__attribute__((target("avx512f"))) void zero_avx512() noexcept {
+__attribute__((target("avx512f,avx512vl"))) void zero_avx512() noexcept {
   asm volatile(SM_GPR_ZERO
-               "vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
-               "vpxord %%zmm18, %%zmm18, %%zmm18\n\tvpxord %%zmm19, %%zmm19, %%zmm19\n\t"
-               "vpxord %%zmm20, %%zmm20, %%zmm20\n\tvpxord %%zmm21, %%zmm21, %%zmm21\n\t"
-               "vpxord %%zmm22, %%zmm22, %%zmm22\n\tvpxord %%zmm23, %%zmm23, %%zmm23\n\t"
-               "vpxord %%zmm24, %%zmm24, %%zmm24\n\tvpxord %%zmm25, %%zmm25, %%zmm25\n\t"
-               "vpxord %%zmm26, %%zmm26, %%zmm26\n\tvpxord %%zmm27, %%zmm27, %%zmm27\n\t"
-               "vpxord %%zmm28, %%zmm28, %%zmm28\n\tvpxord %%zmm29, %%zmm29, %%zmm29\n\t"
-               "vpxord %%zmm30, %%zmm30, %%zmm30\n\tvpxord %%zmm31, %%zmm31, %%zmm31\n\t"
+               // An EVEX write to ymmN zeroes all of zmmN, without a 512-bit
+               // operation (no frequency penalty).
+               "vpxord %%ymm16, %%ymm16, %%ymm16\n\tvpxord %%ymm17, %%ymm17, %%ymm17\n\t"
+               "vpxord %%ymm18, %%ymm18, %%ymm18\n\tvpxord %%ymm19, %%ymm19, %%ymm19\n\t"
+               "vpxord %%ymm20, %%ymm20, %%ymm20\n\tvpxord %%ymm21, %%ymm21, %%ymm21\n\t"
+               "vpxord %%ymm22, %%ymm22, %%ymm22\n\tvpxord %%ymm23, %%ymm23, %%ymm23\n\t"
+               "vpxord %%ymm24, %%ymm24, %%ymm24\n\tvpxord %%ymm25, %%ymm25, %%ymm25\n\t"
+               "vpxord %%ymm26, %%ymm26, %%ymm26\n\tvpxord %%ymm27, %%ymm27, %%ymm27\n\t"
+               "vpxord %%ymm28, %%ymm28, %%ymm28\n\tvpxord %%ymm29, %%ymm29, %%ymm29\n\t"
+               "vpxord %%ymm30, %%ymm30, %%ymm30\n\tvpxord %%ymm31, %%ymm31, %%ymm31\n\t"
                "vzeroall"
                :
                :
@@ -65,7 +67,7 @@ enum class vector_kind : unsigned char { sse, avx, avx512 };
 
 vector_kind detect() noexcept {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return vector_kind::avx512;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return vector_kind::avx512;
   if (__builtin_cpu_supports("avx")) return vector_kind::avx;
   return vector_kind::sse;
 }
@@ -102,8 +104,9 @@ const vector_kind cpu_vectors = detect();
 inline void zero_registers() noexcept {}
 #endif
 
+template <std::size_t Bytes>
 [[gnu::noinline]] void zero_stack() noexcept {
-  unsigned char area[scrub_stack_bytes];  // NOLINT(modernize-avoid-c-arrays): the stack area to zero
+  unsigned char area[Bytes];  // NOLINT(modernize-avoid-c-arrays): the stack area to zero
   std::memset(area, 0, sizeof area);
   asm volatile("" : : "r"(area) : "memory");  // the stores are observable: keep them
 }
@@ -112,8 +115,13 @@ inline void zero_registers() noexcept {}
 
 void scrub_registers_and_stack() noexcept {
   zero_registers();
-  zero_stack();
+  zero_stack<scrub_stack_bytes>();
   // memset leaves only zeros in the registers it used.
+}
+
+void scrub_after_cipher() noexcept {
+  zero_registers();
+  zero_stack<scrub_cipher_stack_bytes>();
 }
 
 }  // namespace securememory::detail

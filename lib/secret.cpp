@@ -33,6 +33,7 @@
 #include <securememory/secret.hpp>
 
 #include "internal.hpp"
+#include "os/os.hpp"
 #include "small_mutex.hpp"
 #include "scrub.hpp"
 #include "state_pool.hpp"
@@ -43,6 +44,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -55,7 +57,10 @@ namespace detail {
 namespace {
 
 constinit std::atomic<std::uint64_t> fork_counter{0};
-void on_fork_child() noexcept { fork_counter.fetch_add(1, std::memory_order_relaxed); }
+void on_fork_child() noexcept {
+  fork_counter.fetch_add(1, std::memory_order_relaxed);
+  reset_counts_after_fork();
+}
 
 // The innermost access this thread is inside (a linked stack of scopes).
 constinit thread_local access_scope* innermost = nullptr;
@@ -144,7 +149,7 @@ class alignas(state_pool::block_size) secret_state {
         throw error(errc::invalid_size,
                     fmt::format("the {} backend needs more than 4 GiB of memory for a {}-byte secret; use a smaller "
                                 "secret",
-                                provider().name(), size));
+                                quoted(provider().name()), size));
       }
       fill(data_, size, context);
       call_protect(access::none);
@@ -164,12 +169,17 @@ class alignas(state_pool::block_size) secret_state {
   }
 
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+  [[nodiscard]] region region_now() noexcept {
+    const std::lock_guard lock(mutex_);
+    return finished_ ? region{} : load();
+  }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] std::string_view backend_name() const noexcept { return provider().name(); }
-  [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool is_closed() const noexcept { return closing_.load(std::memory_order_acquire) || inherited(); }
 
   // One more reader: the first opens the pages; each open checks integrity.
   void begin_access(violation_check check = violation_check::on_open) {
+    throw_if_inherited();  // before the lock: a parent's thread may have held it at fork
     // Announce this reader before taking the lock: a last reader leaving
     // meanwhile then hands the open pages over instead of re-protecting.
     waiting_.fetch_add(1, std::memory_order_relaxed);
@@ -186,14 +196,19 @@ class alignas(state_pool::block_size) secret_state {
   // the pages stay readable (the next access or the close tries again) and
   // the failure is thrown (may_throw) or logged.
   void end_access(bool may_throw) {
+    // An access that was in flight when this (child) process was forked:
+    // the pages are the parent's, their counters too. Leave them alone.
+    if (inherited()) return;
     std::unique_lock lock(mutex_);
     if (readers_.fetch_sub(1, std::memory_order_relaxed) != 1) return;
+    // The last reader is gone: whoever waits for that (close()) must hear
+    // it, whatever else happens below (a deferred release or quarantine).
+    const bool closing = closing_.load(std::memory_order_relaxed);
+    if (closing) readers_.notify_all();
     if (deferred_ != deferred::nothing) {
       run_deferred_locked();
       return;
     }
-    const bool closing = closing_.load(std::memory_order_relaxed);
-    if (closing) readers_.notify_all();  // close() may be waiting for this
     // Hand-off: a reader is already waiting for the lock, so it will find
     // the pages open instead of paying for mprotect twice. Readers that
     // follow each other back to back thus share one opening, like readers
@@ -209,6 +224,7 @@ class alignas(state_pool::block_size) secret_state {
 
   // Secret::verify(): an integrity check now, without keeping the secret open.
   void verify_now() {
+    throw_if_inherited();
     if (!provider().has_integrity_check()) {
       const std::unique_lock lock(mutex_);
       throw_if_unusable();
@@ -219,6 +235,10 @@ class alignas(state_pool::block_size) secret_state {
   }
 
   void close(const access_scope* innermost_scope) {
+    if (inherited()) {
+      drop_inherited();
+      return;
+    }
     if (inside_own_access(innermost_scope)) {  // this thread's own stack: no lock needed
       if (finished_now()) return;
       throw error(errc::reentrant_close,
@@ -236,15 +256,6 @@ class alignas(state_pool::block_size) secret_state {
       lock.lock();
     }
     if (finished_) return;  // another thread closed it while we waited
-    if (generation_ != static_cast<std::uint32_t>(fork_generation())) {
-      // A parent's secret in a forked child: its pages hold no secret here
-      // (wiped or not inherited at fork) and the allocator's metadata may
-      // be zero too, so the backend only drops its mapping.
-      mark_finished();
-      count_released(locked_);
-      with_region([&](region& r) { provider().release_after_fork(r); });
-      return;
-    }
     if (provider().has_integrity_check()) {
       bool opened = true;
       try {
@@ -262,6 +273,10 @@ class alignas(state_pool::block_size) secret_state {
   // is deferred to the last reader.
   void close_noexcept(const access_scope* innermost_scope = nullptr) noexcept {
     try {
+      if (inherited()) {
+        drop_inherited();
+        return;
+      }
       {
         std::unique_lock lock(mutex_);
         if (finished_) return;
@@ -282,6 +297,10 @@ class alignas(state_pool::block_size) secret_state {
  private:
   // What the last reader does instead of re-protecting.
   enum class deferred : unsigned char { nothing, release, quarantine };
+
+  // generation_ of an inherited secret a child has dropped (never a real
+  // generation: that would take 2^32 - 1 nested forks).
+  static constexpr std::uint32_t dropped_generation = 0xffffffffU;
 
   explicit secret_state(factory_core* core) noexcept
       : core_(core), generation_(static_cast<std::uint32_t>(fork_generation())) {
@@ -329,6 +348,41 @@ class alignas(state_pool::block_size) secret_state {
 
   bool inside_own_access(const access_scope* scope) const noexcept;
 
+  // True in a forked child for a secret its parent created. Everything the
+  // child inherited of it is a snapshot of the parent at the fork: the
+  // mutex may be held and readers_ may count accesses by threads that do
+  // not exist here. So an inherited secret is never locked, counted or
+  // waited for: every operation on it returns at once.
+  [[nodiscard]] bool inherited() const noexcept {
+    return generation_.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(fork_generation());
+  }
+
+  void throw_if_inherited() const {
+    if (inherited()) {
+      throw error(errc::closed,
+                  "secret belongs to the parent process: its memory was wiped at fork(); create secrets in the child");
+    }
+  }
+
+  // close() or the destructor in a forked child: the first caller (threads
+  // of the child may race) drops the parent's mapping. Its pages hold no
+  // secret here (wiped or not inherited at fork) and the allocator's
+  // metadata in them may be zero, so the backend only forgets the region.
+  // A region the parent had already begun to release (finished_ was set
+  // under the parent's lock) is left alone: part of it may be gone.
+  void drop_inherited() noexcept {
+    std::uint32_t seen = generation_.load(std::memory_order_relaxed);
+    if (seen == dropped_generation ||
+        !generation_.compare_exchange_strong(seen, dropped_generation, std::memory_order_acq_rel)) {
+      return;
+    }
+    closing_.store(true, std::memory_order_release);
+    if (finished_) return;
+    finished_ = true;
+    readable_ = false;
+    with_region([&](region& r) { provider().release_after_fork(r); });  // not counted: the child's counts start at 0
+  }
+
   bool finished_now() noexcept {
     const std::unique_lock lock(mutex_);
     return finished_;
@@ -337,10 +391,6 @@ class alignas(state_pool::block_size) secret_state {
   void throw_if_unusable() const {
     if (closing_.load(std::memory_order_relaxed)) {
       throw error(errc::closed, "secret is closed: it can no longer be read; create a new one");
-    }
-    if (generation_ != static_cast<std::uint32_t>(fork_generation())) {
-      throw error(errc::closed,
-                  "secret belongs to the parent process: its memory was wiped at fork(); create secrets in the child");
     }
   }
 
@@ -391,7 +441,7 @@ class alignas(state_pool::block_size) secret_state {
                 fmt::format("integrity violation in a {}-byte {} secret ({}, {}): the secret was wiped and "
                             "quarantined (its pages stay mapped no-access); memory near it was overwritten, "
                             "look for a buffer overflow or underflow",
-                            v.size, v.backend, to_string(check), to_string(v.kind)));
+                            v.size, quoted(v.backend), to_string(check), to_string(v.kind)));
   }
 
   void quarantine_locked() noexcept {
@@ -440,7 +490,9 @@ class alignas(state_pool::block_size) secret_state {
   std::uint32_t size_ = 0;
   std::uint32_t mapped_ = 0;
   std::uint32_t locked_ = 0;
-  std::uint32_t generation_;  // fork generation (a chain of 2^32 nested forks would wrap)
+  // Fork generation it was made in (a chain of 2^32 nested forks would
+  // wrap); dropped_generation once a forked child has dropped it.
+  std::atomic<std::uint32_t> generation_;
   small_mutex mutex_;
   std::atomic<std::uint32_t> readers_{0};  // changed under mutex_; waited on by close()
   std::atomic<std::uint32_t> waiting_{0};  // readers announced but not yet holding mutex_
@@ -496,6 +548,8 @@ void access_scope::finish() {
 // --- Secret ---------------------------------------------------------------
 
 Secret::Secret(detail::state_ref s) noexcept : state_(std::move(s)) {}
+
+region detail::region_of(const Secret& s) noexcept { return s.state_ ? s.state_->region_now() : region{}; }
 
 Secret& Secret::operator=(Secret&& other) noexcept {
   if (this != &other) {
@@ -586,6 +640,44 @@ Secret SecretFactory::create_random(std::size_t size) const {
   state->populate(
       size, [](std::byte* dst, std::size_t n, void*) { randombytes_buf(dst, n); }, nullptr);
   return Secret(std::move(state));
+}
+
+Secret SecretFactory::create_with_callback(std::size_t size, fill_callback fill, void* context) const {
+  const detail::scrub_on_exit scrub;  // what fill left in registers and on the stack (scrub.hpp)
+  detail::ensure_initialised();
+  struct user_fill {
+    fill_callback fill;
+    void* context;
+  } call{fill, context};
+  detail::state_ref state(detail::secret_state::make(core_));
+  state->populate(
+      size,
+      [](std::byte* dst, std::size_t n, void* c) {
+        const auto* u = static_cast<const user_fill*>(c);
+        u->fill(std::span<std::byte>(dst, n), u->context);
+      },
+      &call);
+  return Secret(std::move(state));
+}
+
+Secret SecretFactory::create_from_fd(int fd, std::size_t size) const {
+  return create_with(size, [fd](std::span<std::byte> out) {
+    std::size_t done = 0;
+    while (done < out.size()) {
+      const long n = detail::os::read_fd(fd, out.data() + done, out.size() - done);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+      } else if (n == 0) {
+        throw error(errc::read_failed,
+                    fmt::format("create_from_fd: the input ended after {} of the {} bytes asked for; nothing was kept",
+                                done, out.size()));
+      } else if (errno != EINTR) {
+        detail::throw_os_error(errc::read_failed,
+                               fmt::format("create_from_fd: reading byte {} of {} failed", done, out.size()).c_str(),
+                               "read", errno, "nothing was kept");
+      }
+    }
+  });
 }
 
 backend::~backend() = default;

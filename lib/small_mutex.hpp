@@ -36,6 +36,12 @@ class small_mutex {
     while (state_.exchange(2, std::memory_order_acquire) != 0) state_.wait(2, std::memory_order_relaxed);
   }
 
+  /// Takes the mutex only if it is free now.
+  [[nodiscard]] bool try_lock() noexcept {
+    std::uint32_t expected = 0;
+    return state_.compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
+  }
+
   void unlock() noexcept {
     if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
   }

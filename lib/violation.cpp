@@ -9,36 +9,60 @@
 
 #include "internal.hpp"
 
+#include "small_mutex.hpp"
+
 #include <atomic>
+#include <memory>
 #include <mutex>
+#include <pthread.h>
 
 namespace securememory {
 namespace {
 
+// The handler is kept behind a shared_ptr: the lock is held only to copy
+// or swap that pointer, never while user code (the handler's copy
+// constructor or call) runs, and across fork() (pthread_atfork), so a
+// forked child never inherits it locked.
 struct handler_holder {
-  std::mutex mutex;
-  ViolationHandler handler;
+  detail::small_mutex mutex;
+  std::shared_ptr<ViolationHandler> handler;
 };
 
+void lock_holder() noexcept;
+void unlock_holder() noexcept;
+
 handler_holder& holder() {
-  static auto* h = new handler_holder{};  // never destroyed (exit-time use)
+  static auto* h = [] {
+    auto* made = new handler_holder{};  // never destroyed (exit-time use)
+    pthread_atfork(lock_holder, unlock_holder, unlock_holder);
+    return made;
+  }();
   return *h;
 }
+
+void lock_holder() noexcept { holder().mutex.lock(); }
+void unlock_holder() noexcept { holder().mutex.unlock(); }
 
 constinit std::atomic<violation_policy> current_policy{violation_policy::abort};
 
 void default_handler(const Violation& v) {
-  detail::log_critical(fmt::format("integrity violation in a {}-byte {} secret: {} found {}", v.size, v.backend,
+  detail::log_critical(fmt::format("integrity violation in a {}-byte {} secret: {} found {}", v.size, detail::quoted(v.backend),
                                    to_string(v.check), to_string(v.kind)));
 }
 
 }  // namespace
 
 ViolationHandler set_violation_handler(ViolationHandler handler) {
+  auto next = handler ? std::make_shared<ViolationHandler>(std::move(handler)) : nullptr;
   handler_holder& h = holder();
-  const std::lock_guard lock(h.mutex);
-  std::swap(h.handler, handler);
-  return handler;
+  {
+    const std::lock_guard lock(h.mutex);
+    std::swap(h.handler, next);
+  }
+  if (!next) return {};
+  // The previous handler: moved out when nothing else holds it (a report
+  // in flight may still be calling it, then it is copied).
+  return next.use_count() == 1 ? std::move(*next) : *next;
 }
 
 violation_policy set_violation_policy(violation_policy policy) noexcept {
@@ -66,15 +90,15 @@ namespace detail {
 
 violation_policy report_violation(const Violation& v) noexcept {
   count_violation();
-  ViolationHandler handler;
+  std::shared_ptr<ViolationHandler> handler;
   {
     handler_holder& h = holder();
     const std::lock_guard lock(h.mutex);
-    handler = h.handler;  // called without the holder's lock
+    handler = h.handler;  // a pointer copy: the handler runs without the holder's lock
   }
   try {
     if (handler) {
-      handler(v);
+      (*handler)(v);
     } else {
       default_handler(v);
     }

@@ -6,7 +6,10 @@
 
 #include "backends/memguard.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
+#include <thread>
 #include <fstream>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -111,7 +114,7 @@ SM_TEST("memguard: a refused mlock is memlock_limit and frees the allocation", "
   const auto expected = source;
   const auto maps_before = dontdump_mapping_count();
   for (const auto& [target, err, expected_errc] :
-       {std::tuple{call::mlock, ENOMEM, errc::memlock_limit}, std::tuple{call::madvise, EINVAL, errc::protection_failed},
+       {std::tuple{call::mlock, EPERM, errc::memlock_limit}, std::tuple{call::madvise, EINVAL, errc::protection_failed},
         std::tuple{call::mprotect, ENOMEM, errc::protection_failed}}) {
     CAPTURE(securememory::detail::os::call_name(target));
     test::fault_injector fault(target, err);
@@ -295,4 +298,87 @@ TEST_CASE("a violation found while a reader is inside is quarantined when the re
   CHECK(r.calls == 1);
   CHECK(secret.is_closed());
   CHECK(securememory::metrics().in_use == in_use - 1);  // quarantined by the last reader
+}
+
+TEST_CASE("a close() waiting for a reader wakes when that reader runs the deferred quarantine", "[violation][concurrency]") {
+  // In a child with a timeout: before the fix, close() slept for ever.
+  const auto c = securememory::proof::run_child(
+      [] {
+        securememory::set_violation_handler([](const securememory::Violation&) {});
+        securememory::set_violation_policy(violation_policy::quarantine);
+        auto secret = securememory::make_factory("memguard").create_random(16);
+        std::atomic<bool> corrupted{false};
+        std::atomic<bool> release{false};
+        std::thread reader([&] {
+          secret.with_bytes([&](std::span<const std::byte> b) {
+            auto* data = const_cast<std::byte*>(b.data());
+            auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
+            if (mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) std::abort();
+            data[-1] ^= std::byte{1};
+            if (mprotect(page, 4096, PROT_READ) != 0) std::abort();
+            corrupted = true;
+            while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          });
+        });
+        while (!corrupted.load()) std::this_thread::yield();
+        // Found by another thread while the reader is inside: quarantine deferred.
+        if (test::error_of([&] { secret.verify(); }) != errc::canary_violation) return 2;
+        std::thread releaser([&] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          release = true;
+        });
+        secret.close();  // waits for the reader, which quarantines on leaving
+        releaser.join();
+        reader.join();
+        return secret.is_closed() ? 0 : 3;
+      },
+      false, 10);
+  INFO(c.describe());
+  CHECK_FALSE(c.timed_out);
+  CHECK(c.exited);
+  CHECK(c.exit_code == 0);
+}
+
+TEST_CASE("an underflow into libsodium's own canary goes through the handler and the policy, not a SIGSEGV in sodium_free", "[violation][death]") {
+  // 20 bytes before the data: past our 16-byte canary, inside libsodium's.
+  auto underflow_20 = [](const securememory::Secret& s) {
+    auto* data = const_cast<std::byte*>(test::address_of(s));
+    auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 20) & ~std::uintptr_t{4095});
+    REQUIRE(mprotect(page, 8192, PROT_READ | PROT_WRITE) == 0);
+    data[-20] ^= std::byte{0x40};
+    REQUIRE(mprotect(page, 8192, PROT_NONE) == 0);
+  };
+  for (const std::size_t size : {std::size_t{32}, std::size_t{4080}}) {  // libsodium's canary on the data's page, or the page before
+    CAPTURE(size);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const auto child = test::run_in_child([&] {
+      close(fds[0]);
+      auto secret = securememory::make_factory("memguard").create_random(size);
+      securememory::set_violation_handler([&](const securememory::Violation& v) {
+        const std::string report = std::string(securememory::to_string(v.check)) + "\n";
+        (void)!write(fds[1], report.data(), report.size());
+      });
+      underflow_20(secret);
+      secret.close();
+      return 0;  // not reached: the policy aborts
+    });
+    close(fds[1]);
+    std::string report(64, '\0');
+    const auto n = read(fds[0], report.data(), report.size());
+    close(fds[0]);
+    report.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    INFO(child.describe());
+    CHECK(child.signaled);
+    CHECK(child.signal == SIGABRT);  // before the fix: SIGSEGV inside sodium_free, no handler
+    CHECK(report == "on_close\n");
+  }
+  // Quarantine: verify() sees it, and the process goes on.
+  const test::violation_settings_guard restore;
+  securememory::set_violation_handler([](const securememory::Violation&) {});
+  securememory::set_violation_policy(violation_policy::quarantine);
+  auto secret = securememory::make_factory("memguard").create_random(32);
+  underflow_20(secret);
+  CHECK(test::error_of([&] { secret.verify(); }) == errc::canary_violation);
+  CHECK(secret.is_closed());
 }

@@ -7,7 +7,9 @@
 // nothing; a forked child never recycles its parent's (unlocked) pages.
 #include "support.hpp"
 
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 #include <cstring>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -245,4 +247,66 @@ SM_TEST("a forked child never recycles its parent's cached pages", "[page-cache]
   CHECK(r.exited);
   CHECK(r.exit_code == 0);
   CHECK(securememory::metrics().cached_bytes == page);  // the parent keeps its own
+}
+
+namespace {
+
+// Parks the releasing thread in the middle of a put (while it evicts an
+// older run: munlock through lib/os/), so that the bound changes under it.
+std::atomic<int> put_phase{0};  // 1: parked, 2: go on
+thread_local bool is_releaser = false;
+int park_in_eviction(call c, void*) noexcept {
+  if (c == call::munlock && is_releaser && put_phase.load() == 0) {
+    put_phase.store(1);
+    while (put_phase.load() != 2) std::this_thread::yield();
+  }
+  return 0;
+}
+
+}  // namespace
+
+SM_TEST("a bound lowered while a release is putting pages in the cache holds when both are done", "[page-cache][concurrency]") {
+  const fresh_cache cache(4 * page);
+  auto factory = securememory::make_factory("protectedmemory");
+  std::vector<securememory::Secret> secrets;
+  for (int i = 0; i < 5; ++i) secrets.push_back(factory.create_random(page));
+  for (int i = 0; i < 4; ++i) secrets[static_cast<std::size_t>(i)].close();  // the cache is full
+  REQUIRE(securememory::metrics().cached_bytes == 4 * page);
+  put_phase = 0;
+  securememory::detail::os::set_fault_hook(park_in_eviction, nullptr);
+  std::thread releaser([&] {
+    is_releaser = true;
+    secrets[4].close();  // put: evicts the oldest run to make room, and parks there
+  });
+  while (put_phase.load() != 1) std::this_thread::yield();
+  securememory::set_page_cache_limit(0);  // trims everything it can see
+  put_phase = 2;
+  releaser.join();
+  securememory::detail::os::set_fault_hook(nullptr, nullptr);
+  CHECK(securememory::metrics().cached_bytes == 0);  // before the fix: the parked put cached its run under the old bound
+}
+
+SM_TEST("set_page_cache_limit(0) racing with releases: nothing stays cached once both are done", "[page-cache][concurrency]") {
+  const std::string name = GENERATE("protectedmemory", "secretmem");
+  CAPTURE(name);
+  if (!securememory::backend_available(name)) return;
+  const fresh_cache restore(1U << 20U);
+  auto factory = securememory::make_factory(name);
+  int left_cached = 0;
+  for (int round = 0; round < 1000; ++round) {
+    securememory::set_page_cache_limit(1U << 20U);
+    std::vector<securememory::Secret> secrets;
+    for (int i = 0; i < 4; ++i) secrets.push_back(factory.create_random(32));
+    std::atomic<bool> go{false};
+    std::thread closer([&] {
+      while (!go.load()) {
+      }
+      secrets.clear();  // releases that cache their pages, racing with the limit below
+    });
+    go = true;
+    securememory::set_page_cache_limit(0);
+    closer.join();
+    if (securememory::metrics().cached_bytes != 0) ++left_cached;
+  }
+  CHECK(left_cached == 0);  // 2-11 of 5,000 rounds before the fix, by the review's count
 }

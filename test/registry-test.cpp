@@ -54,6 +54,44 @@ TEST_CASE("an unknown backend name is unknown_backend, listing the known names",
   CHECK(test::error_of([] { (void)securememory::make_factory("pr\xc3\xb6tected\n"); }) == errc::unknown_backend);
 }
 
+TEST_CASE("names from callers are cut short and escaped in every message", "[registry][errors]") {
+  auto no_control_characters = [](const std::string& s) {
+    return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  };
+  const std::string huge(std::size_t{16} << 20U, 'x');
+  const auto unknown = test::caught([&] { (void)securememory::make_factory(huge); });
+  REQUIRE(unknown);
+  CHECK(unknown->code == errc::unknown_backend);
+  CHECK(unknown->what.size() < 1024);  // 16 MiB before the fix
+  const std::string evil = "evil\n\x1b[31mred\r\"quoted\"";
+  const auto escaped = test::caught([&] { (void)securememory::make_factory(evil); });
+  REQUIRE(escaped);
+  CHECK(no_control_characters(escaped->what));
+  CHECK(escaped->what.find("evil\\x0a\\x1b[31mred\\x0d\\x22quoted\\x22") != std::string::npos);
+  // The environment variable too.
+  setenv("SECUREMEMORY_BACKEND", evil.c_str(), 1);
+  const auto from_env = test::caught([] { (void)securememory::make_factory(); });
+  unsetenv("SECUREMEMORY_BACKEND");
+  REQUIRE(from_env);
+  CHECK(no_control_characters(from_env->what));
+  // Registration errors, and the registered names listed in an error.
+  securememory::registry reg;
+  reg.add(huge, [] { return std::make_shared<heap_backend>(); });
+  reg.add(evil, [] { return std::make_shared<heap_backend>(); });
+  const auto duplicate = test::caught([&] { reg.add(huge, [] { return std::make_shared<heap_backend>(); }); });
+  REQUIRE(duplicate);
+  CHECK(duplicate->code == errc::duplicate_backend);
+  CHECK(duplicate->what.size() < 1024);
+  const auto listed = test::caught([&] { (void)reg.make_factory("absent"); });
+  REQUIRE(listed);
+  CHECK(listed->what.size() < 1024);
+  CHECK(no_control_characters(listed->what));
+  const auto null_maker = test::caught([&] { reg.add(evil + huge, nullptr); });
+  REQUIRE(null_maker);
+  CHECK(null_maker->what.size() < 1024);
+  CHECK(no_control_characters(null_maker->what));
+}
+
 TEST_CASE("a duplicate registration is duplicate_backend and keeps the first", "[registry][errors]") {
   securememory::registry reg;
   reg.add("one", [] { return std::make_shared<heap_backend>(); });

@@ -209,6 +209,11 @@ bool core_pattern_is_a_pipe() {
 
 std::vector<std::byte> copy_of(std::span<const std::byte> s) { return {s.begin(), s.end()}; }
 
+// The ciphertext and tag in a secret's slot (its nonce counter is the 8 bytes before).
+std::span<std::byte> ct_of(const securememory::Secret& s) {
+  return securememory::detail::sealed_ciphertext_of(securememory::detail::region_of(s));
+}
+
 }  // namespace
 
 TEST_CASE("sealed is registered and available", "[sealed]") {
@@ -308,10 +313,10 @@ SM_TEST("two secrets with equal plaintext have different ciphertexts", "[sealed]
   const auto expected = test::pattern(32, 11);
   auto a_source = expected;
   auto a = factory.create(a_source);
-  const auto a_ct = copy_of(securememory::detail::sealed_last_ciphertext());
+  const auto a_ct = copy_of(ct_of(a));
   auto b_source = expected;
   auto b = factory.create(b_source);
-  const auto b_ct = copy_of(securememory::detail::sealed_last_ciphertext());
+  const auto b_ct = copy_of(ct_of(b));
   REQUIRE(a_ct.size() == 32 + 16);
   CHECK(a_ct != b_ct);
   CHECK(std::search(a_ct.begin(), a_ct.end(), expected.begin(), expected.begin() + 8) == a_ct.end());
@@ -331,7 +336,7 @@ TEST_CASE("sealed: a corrupted ciphertext, policy abort: handler once, then SIGA
                       std::string(securememory::to_string(v.check)) + " " +
                       std::string(securememory::to_string(v.kind)) + "\n");
     });
-    securememory::detail::sealed_last_ciphertext()[5] ^= std::byte{0x01};
+    ct_of(secret)[5] ^= std::byte{0x01};
     secret.with_bytes([](std::span<const std::byte>) {});
     return 0;  // not reached: the policy aborts
   });
@@ -357,7 +362,7 @@ SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: c
     CAPTURE(offset);  // -8: nonce counter; 0..31: ciphertext; 32..47: tag
     calls = 0;
     auto secret = factory.create_random(32);
-    const auto ct = securememory::detail::sealed_last_ciphertext();
+    const auto ct = ct_of(secret);
     const auto before = securememory::detail::sealed_stats();
     ct.data()[offset] ^= std::byte{0x80};
     bool called = false;
@@ -385,10 +390,10 @@ SM_TEST("sealed: verify() and close() authenticate the ciphertext too", "[sealed
   auto intact = factory.create_random(16);
   intact.verify();
   auto verified = factory.create_random(16);
-  securememory::detail::sealed_last_ciphertext()[0] ^= std::byte{1};
+  ct_of(verified)[0] ^= std::byte{1};
   CHECK(test::error_of([&] { verified.verify(); }) == errc::canary_violation);
   auto closed = factory.create_random(16);
-  securememory::detail::sealed_last_ciphertext()[15] ^= std::byte{1};
+  ct_of(closed)[15] ^= std::byte{1};
   CHECK(test::error_of([&] { closed.close(); }) == errc::canary_violation);
   CHECK(seen == std::vector<violation_check>{violation_check::on_verify, violation_check::on_close});
 }
@@ -399,9 +404,9 @@ SM_TEST("sealed: a ciphertext copied into another secret's slot does not open", 
   securememory::set_violation_policy(violation_policy::quarantine);
   auto factory = securememory::make_factory("sealed");
   auto a = factory.create_random(32);
-  const auto a_ct = securememory::detail::sealed_last_ciphertext();
+  const auto a_ct = ct_of(a);
   auto b = factory.create_random(32);
-  const auto b_ct = securememory::detail::sealed_last_ciphertext();
+  const auto b_ct = ct_of(b);
   std::memcpy(b_ct.data() - 8, a_ct.data() - 8, 8 + a_ct.size());  // nonce, ciphertext and tag of a
   CHECK(test::error_of([&] { b.with_bytes([](std::span<const std::byte>) {}); }) == errc::canary_violation);
   CHECK(a.with_bytes([](std::span<const std::byte> p) { return p.size(); }) == 32);

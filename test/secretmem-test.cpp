@@ -149,7 +149,9 @@ struct creation_failure {
   int err;
   int skip;
   int times;
+  int stride;
   errc expected;
+  int munmaps;  // the arena's reservation or mapping, unmapped again
 };
 
 }  // namespace
@@ -157,16 +159,17 @@ struct creation_failure {
 SM_TEST("a failed secretmem create leaves the source untouched and holds no descriptor or mapping", "[secretmem][faults]") {
   if (!secretmem_here()) return;
   const auto c = GENERATE(values<creation_failure>({
-      {call::memfd_secret, ENOMEM, 0, 1, errc::out_of_memory},
-      {call::memfd_secret, EMFILE, 0, 1, errc::out_of_memory},
-      {call::memfd_secret, ENOSYS, 0, 1, errc::backend_unavailable},
-      {call::ftruncate, EFBIG, 0, 1, errc::out_of_memory},
-      {call::mmap, ENOMEM, 0, 1, errc::out_of_memory},
-      {call::mmap, EAGAIN, 0, 1000, errc::memlock_limit},   // every size refused
-      {call::madvise, EINVAL, 0, 1, errc::protection_failed},  // MADV_DONTFORK
-      {call::mmap, ENOMEM, 1, 1, errc::out_of_memory},      // the guard page after the slot
-      {call::mprotect, ENOMEM, 0, 1, errc::protection_failed}, // the slot cannot be made writable
-      {call::mprotect, ENOMEM, 1, 1, errc::protection_failed}, // nor no-access after filling
+      {call::memfd_secret, ENOMEM, 0, 1, 1, errc::out_of_memory, 0},
+      {call::memfd_secret, EMFILE, 0, 1, 1, errc::out_of_memory, 0},
+      {call::memfd_secret, ENOSYS, 0, 1, 1, errc::backend_unavailable, 0},
+      {call::ftruncate, EFBIG, 0, 1, 1, errc::out_of_memory, 0},
+      {call::mmap, ENOMEM, 0, 1, 1, errc::out_of_memory, 0},       // the arena's address space
+      {call::mmap, ENOMEM, 1, 1, 1, errc::out_of_memory, 1},       // the file mapping over it
+      {call::mmap, EAGAIN, 1, 1000, 2, errc::memlock_limit, 3},    // every size refused (4, 2, 1 pages)
+      {call::madvise, EINVAL, 0, 1, 1, errc::protection_failed, 1},  // MADV_DONTFORK
+      {call::mmap, ENOMEM, 2, 1, 1, errc::out_of_memory, 1},       // the guard page after the slot
+      {call::mprotect, ENOMEM, 0, 1, 1, errc::protection_failed, 1}, // the slot cannot be made writable
+      {call::mprotect, ENOMEM, 1, 1, 1, errc::protection_failed, 1}, // nor no-access after filling
   }));
   CAPTURE(securememory::detail::os::call_name(c.target), c.err, c.skip);
   const test::page_cache_limit no_cache(0);  // no cached slot: the create must make an arena
@@ -178,7 +181,7 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
   const auto before = securememory::metrics();
   std::optional<test::caught_error> failure;
   {
-    test::fault_injector fault(c.target, c.err, c.skip, c.times);
+    test::fault_injector fault(c.target, c.err, c.skip, c.times, c.stride);
     failure = test::caught([&] { (void)factory.create(source); });
     REQUIRE(failure);
     CHECK(failure->code == c.expected);
@@ -186,10 +189,9 @@ SM_TEST("a failed secretmem create leaves the source untouched and holds no desc
     CHECK(fault.injected() >= 1);
     const int failed = fault.injected();
     CHECK(fault.calls(call::memfd_secret) - (c.target == call::memfd_secret ? failed : 0) == fault.calls(call::close));
-    // The arena was mapped exactly when a step after its mmap failed; one
-    // munmap then takes it, guard page included.
-    const bool arena_mapped = c.target == call::madvise || c.target == call::mprotect || c.skip == 1;
-    CHECK(fault.calls(call::munmap) == (arena_mapped ? 1 : 0));
+    // Each reservation or arena mapped before the failure is unmapped (an
+    // arena with its guard pages) by exactly one munmap.
+    CHECK(fault.calls(call::munmap) == c.munmaps);
   }
   CHECK(source == expected);
   CHECK(failure->what.find(securememory::detail::os::call_name(c.target)) != std::string::npos);
@@ -285,6 +287,29 @@ SM_TEST("reading past a secretmem secret's last page faults on its guard page, e
   INFO(r.describe());
   CHECK(r.signaled);
   CHECK(r.signal == SIGSEGV);
+}
+
+SM_TEST("a slot that ends its arena has a guard page too: one byte past it faults", "[secretmem][guard]") {
+  if (!secretmem_here()) return;
+  auto factory = securememory::make_factory("secretmem");
+  for (const std::size_t pages : {std::size_t{4}, std::size_t{1}}) {
+    CAPTURE(pages);
+    const auto r = test::run_in_child([&factory, pages] {
+      // A fresh process: its first arena is 4 pages, so a 4-page secret
+      // fills it and ends where it ends (1 page: a control, with a slot
+      // guard). Behind the arena, before the fix, lay whatever the kernel
+      // mapped next (the library's own code, here).
+      std::vector<securememory::Secret> held;
+      held.push_back(factory.create_random(pages * page));
+      return held.back().with_bytes([pages](std::span<const std::byte> b) {
+        (void)*static_cast<const volatile std::byte*>(b.data() + pages * page);
+        return 2;  // read past the end without a fault
+      });
+    });
+    INFO(r.describe());
+    CHECK(r.signaled);
+    CHECK(r.signal == SIGSEGV);
+  }
 }
 
 SM_TEST("smaps: arenas are locked, don't-dump and don't-fork; idle slots no-access", "[secretmem][smaps]") {

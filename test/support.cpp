@@ -36,8 +36,8 @@ child_result run_in_child(const std::function<int()>& fn) {
 
 bool drop_cap_ipc_lock() { return securememory::proof::drop_cap_ipc_lock(); }
 
-fault_injector::fault_injector(securememory::detail::os::call target, int err, int skip, int times)
-    : target_(target), err_(err), skip_(skip), times_(times) {
+fault_injector::fault_injector(securememory::detail::os::call target, int err, int skip, int times, int stride)
+    : target_(target), err_(err), skip_(skip), times_(times), stride_(stride) {
   securememory::detail::os::set_fault_hook(&fault_injector::hook, this);
 }
 
@@ -48,7 +48,9 @@ int fault_injector::hook(securememory::detail::os::call c, void* context) noexce
   if (c < securememory::detail::os::call::count_) self->counts_[static_cast<int>(c)].fetch_add(1);
   if (c != self->target_) return 0;
   const int n = self->seen_.fetch_add(1);
-  if (n < self->skip_ || n >= self->skip_ + self->times_) return 0;
+  if (n < self->skip_ || (n - self->skip_) % self->stride_ != 0 || (n - self->skip_) / self->stride_ >= self->times_) {
+    return 0;
+  }
   self->injected_.fetch_add(1);
   return self->err_;
 }

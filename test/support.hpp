@@ -98,11 +98,11 @@ bool drop_cap_ipc_lock();
 
 // ---- fault injection through lib/os/ ---------------------------------------
 
-/// Makes `target` fail with `err` on its calls number skip .. skip+times-1
-/// (counting from 0) while alive.
+/// Makes `target` fail with `err` on its calls number skip, skip+stride,
+/// skip+2*stride, ... (counting from 0), `times` of them, while alive.
 class fault_injector {
  public:
-  fault_injector(securememory::detail::os::call target, int err, int skip = 0, int times = 1);
+  fault_injector(securememory::detail::os::call target, int err, int skip = 0, int times = 1, int stride = 1);
   ~fault_injector();
   fault_injector(const fault_injector&) = delete;
   fault_injector& operator=(const fault_injector&) = delete;
@@ -119,6 +119,7 @@ class fault_injector {
   int err_;
   int skip_;
   int times_;
+  int stride_;
   std::atomic<int> seen_{0};
   std::atomic<int> injected_{0};
   std::atomic<int> counts_[static_cast<int>(securememory::detail::os::call::count_)]{};

@@ -23,6 +23,7 @@ enum class errc : int {
   canary_violation,     ///< Memory next to a secret was found corrupted.
   release_failed,       ///< The secret was wiped, but unlocking or unmapping its pages failed.
   invalid_argument,     ///< A null callable or other malformed argument was passed.
+  read_failed,          ///< Reading a secret's bytes from a file descriptor failed or ended early.
 };
 
 /// The std::error_category named "securememory".

@@ -1,9 +1,11 @@
 // securememory: choosing a backend by name at run time.
 //
 // Rules (spdlog's registry, made an object): names are unique, a duplicate
-// registration throws, an unknown name is reported with the known ones. The
-// process-wide default registry is created on first use and never destroyed,
-// so secrets held in static objects can still be closed at exit.
+// registration throws, an unknown name is reported with the known ones
+// (quoted, escaped and cut short in messages: a name may come from the
+// environment). The process-wide default registry is created on first use
+// and never destroyed, so secrets held in static objects can still be
+// closed at exit.
 #pragma once
 
 #include <securememory/backend.hpp>
@@ -11,33 +13,32 @@
 #include <securememory/secret.hpp>
 
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace securememory {
 
-class registry;
 namespace detail {
-/// Internal (not exported): the backend a registry's maker for `name`
-/// returns. Throws like make_factory(name). Used by "sealed" to put its key
-/// in the strongest registered backend.
-std::shared_ptr<backend> make_registered_backend(const registry& r, std::string_view name);
+struct registry_impl;
 }  // namespace detail
 
 /// Makes (or returns a shared instance of) a backend. It throws
 /// error(backend_unavailable) when the backend cannot run on this host.
 using BackendMaker = std::function<std::shared_ptr<backend>()>;
 
-/// A name -> backend maker table. Thread-safe. Most programs use the default
-/// instance through the free functions below; tests can build their own.
+/// A name -> backend maker table. Thread-safe, and fork-safe: its lock is
+/// held across fork() (a forked child never inherits it locked). Most
+/// programs use the default instance through the free functions below;
+/// tests can build their own.
 class SECUREMEMORY_API registry {
  public:
   /// An empty registry (no built-in backends).
-  registry() = default;
+  registry();
+  ~registry();
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
 
   /// Adds a backend. Throws error(duplicate_backend) if the name is taken,
   /// error(invalid_argument) for an empty name or a null maker.
@@ -55,10 +56,7 @@ class SECUREMEMORY_API registry {
   [[nodiscard]] SecretFactory make_factory(std::string_view name) const;
 
  private:
-  [[nodiscard]] BackendMaker find(std::string_view name) const;
-  friend std::shared_ptr<backend> detail::make_registered_backend(const registry& r, std::string_view name);
-  mutable std::mutex mutex_;
-  std::map<std::string, BackendMaker, std::less<>> makers_;
+  detail::registry_impl* impl_;
 };
 
 /// The process-wide registry, holding the built-in backends.

@@ -4,6 +4,7 @@
 #include <securememory/backend.hpp>
 #include <securememory/config.hpp>
 
+#include <concepts>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -19,6 +20,8 @@ namespace securememory {
 /// docs/design.md); the 1 MiB leaves room for a backend's page rounding and
 /// guard pages. Larger sizes throw error(invalid_size).
 inline constexpr std::size_t max_secret_size = (std::size_t{1} << 32) - (std::size_t{1} << 20);
+
+class Secret;
 
 namespace detail {
 class secret_state;
@@ -63,6 +66,9 @@ template <class R, class... A>
 struct is_std_function<std::function<R(A...)>> : std::true_type {};
 template <class T>
 inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_function<T>::value;
+
+/// The region a secret holds (internal, for tests; not exported).
+region region_of(const Secret& s) noexcept;
 
 /// Throws error(invalid_argument) for a null with_bytes callback.
 [[noreturn]] SECUREMEMORY_API void throw_null_callback();
@@ -159,6 +165,7 @@ class SECUREMEMORY_API Secret {
 
  private:
   friend class SecretFactory;
+  friend region detail::region_of(const Secret& s) noexcept;
   explicit Secret(detail::state_ref s) noexcept;
   detail::state_ref state_;
 };
@@ -200,10 +207,45 @@ class SECUREMEMORY_API SecretFactory {
   /// protected memory. Throws like create().
   [[nodiscard]] Secret create_random(std::size_t size) const;
 
+  /// A secret of `size` bytes written directly into protected memory by
+  /// `fill(std::span<std::byte>)`: the memory is writable for that call
+  /// only, and no-access (or sealed) once it returns, so the bytes never
+  /// exist in memory of the caller's. Use it to decrypt a wrapped key into a
+  /// secret, to derive a key from another secret (a with_bytes inside fill),
+  /// or to read key material from a file or socket. The span's bytes are
+  /// unspecified when fill starts: fill must write all of them. If fill
+  /// throws, the memory is wiped and released, nothing is held, and the
+  /// exception propagates. Throws like create_random(); fill is not called
+  /// when the size is invalid or the memory cannot be had.
+  ///
+  ///     auto drk = factory.create_with(32, [&](std::span<std::byte> out) {
+  ///       ik.with_bytes([&](std::span<const std::byte> key) { unwrap(key, wrapped, out); });
+  ///     });
+  template <class F>
+    requires std::invocable<F&, std::span<std::byte>>
+  [[nodiscard]] Secret create_with(std::size_t size, F&& fill) const {
+    using callable = std::remove_reference_t<F>;
+    return create_with_callback(
+        size,
+        [](std::span<std::byte> bytes, void* context) { std::invoke(*static_cast<callable*>(context), bytes); },
+        const_cast<void*>(static_cast<const void*>(std::addressof(fill))));  // NOLINT(*-const-cast): restored above
+  }
+
+  /// A secret of exactly `size` bytes read from the file descriptor `fd`
+  /// (a file, pipe or socket; blocking), straight into protected memory
+  /// with create_with(). Short reads and EINTR are retried. Throws
+  /// error(read_failed) when read() fails (sys_errno() is its errno) or the
+  /// input ends before `size` bytes; then nothing is held and the bytes
+  /// read so far are wiped. Reads no further than `size` bytes.
+  [[nodiscard]] Secret create_from_fd(int fd, std::size_t size) const;
+
   /// Name of the backend.
   [[nodiscard]] std::string_view backend() const noexcept;
 
  private:
+  using fill_callback = void (*)(std::span<std::byte> bytes, void* context);
+  [[nodiscard]] Secret create_with_callback(std::size_t size, fill_callback fill, void* context) const;
+
   detail::factory_core* core_ = nullptr;  // counted: by each factory copy and each secret
 };
 

@@ -24,6 +24,7 @@
 #include "backends/memguard.hpp"
 
 #include "internal.hpp"
+#include "locked_pages.hpp"
 #include "os/os.hpp"
 
 #include <securememory/error.hpp>
@@ -42,25 +43,46 @@ namespace {
 
 constexpr std::size_t canary_size = 16;
 constexpr std::size_t sodium_canary_size = 16;  // libsodium's own, in front of ours
+// Blocks from this size on are probed for the memlock limit before
+// sodium_malloc writes them (see allocate()).
+constexpr std::size_t probe_threshold = std::size_t{256} * 1024;
+
+// sodium_malloc's block: the first page, a guard, the locked range, a guard.
+constexpr memory_user user{"a secret", "memguard", 4};
 
 class memguard final : public backend {
  public:
-  memguard() { randombytes_buf(canary_.data(), canary_.size()); }
+  memguard() {
+    randombytes_buf(canary_.data(), canary_.size());
+    // libsodium's canary (one random value per process, in front of every
+    // block) is not exported: read it from a block of our own, so that
+    // verify() sees an underflow that reaches it before sodium_free would
+    // kill the process on it.
+    void* probe = sodium_malloc(1);
+    if (probe == nullptr) {
+      throw error(errc::out_of_memory, "cannot make the memguard backend: sodium_malloc(1) failed; free memory");
+    }
+    std::memcpy(sodium_canary_.data(), static_cast<const unsigned char*>(probe) - sodium_canary_size,
+                sodium_canary_size);
+    sodium_free(probe);
+  }
 
   [[nodiscard]] std::string_view name() const noexcept override { return "memguard"; }
 
   [[nodiscard]] region allocate(std::size_t size) override {
     const std::size_t page = os::page_size();
     // Overflow check for everything sodium_malloc adds (canaries, 3 pages).
+    const std::size_t unprotected = round_to_pages(size, canary_size + sodium_canary_size);
     round_to_pages(size, canary_size + sodium_canary_size + 3 * page);
+    // sodium_malloc writes every byte of the block before we can lock it
+    // (and sodium_free wipes them again): a block that cannot be locked
+    // must be refused before it exists, or a request over the limit would
+    // touch all its memory first. Small blocks cost little to touch.
+    if (unprotected >= probe_threshold) require_lockable(unprotected, user);
     const std::size_t block_size = size + canary_size;
     errno = 0;
     void* block = sodium_malloc(block_size);
-    if (block == nullptr) {
-      const int err = errno != 0 ? errno : ENOMEM;
-      throw_os_error(errc::out_of_memory, "cannot allocate guarded memory for a secret", "sodium_malloc", err,
-                     "free memory, or raise vm.max_map_count (each secret costs 4 or more mappings)");
-    }
+    if (block == nullptr) throw_map_failed(errno != 0 ? errno : ENOMEM, "sodium_malloc", block_size, user);
     region r;
     r.base = block;
     r.data = static_cast<std::byte*>(block) + canary_size;
@@ -68,22 +90,18 @@ class memguard final : public backend {
     const auto [start, length] = unprotected_range(r);
     r.locked = length;
     r.mapped = length + 3 * page;
-    if (os::lock(start, length) != 0) {
-      const int err = errno;
+    try {
+      lock_pages(start, length, user);  // libsodium ignores a refused mlock; we do not
+    } catch (...) {
       sodium_free(block);
-      throw_os_error(errc::memlock_limit, fmt::format("cannot lock {} bytes for a secret", length).c_str(), "mlock",
-                     err, memlock_hint() + " (libsodium itself ignores this failure; securememory does not)");
+      throw;
     }
-    for (const auto& [advice, advice_name] : {std::pair{MADV_DONTDUMP, "MADV_DONTDUMP"},
-                                              std::pair{MADV_WIPEONFORK, "MADV_WIPEONFORK"}}) {
-      if (os::advise(start, length, advice) != 0) {
-        const int err = errno;
-        os::unlock(start, length);
-        sodium_free(block);
-        throw_os_error(errc::protection_failed,
-                       fmt::format("cannot apply {} to a secret's memory", advice_name).c_str(), "madvise", err,
-                       "this kernel may be too old (Linux 4.14+ is required)");
-      }
+    try {
+      advise_secret_pages(start, length, on_fork::wipe, user);
+    } catch (...) {
+      os::unlock(start, length);
+      sodium_free(block);
+      throw;
     }
     std::memcpy(block, canary_.data(), canary_size);
     r.current = access::read_write;
@@ -116,8 +134,10 @@ class memguard final : public backend {
   [[nodiscard]] bool has_integrity_check() const noexcept override { return true; }
 
   [[nodiscard]] integrity verify(const region& r) const noexcept override {
-    return sodium_memcmp(r.base, canary_.data(), canary_size) == 0 ? integrity::intact
-                                                                    : integrity::canary_corrupted;
+    const auto* ours = static_cast<const unsigned char*>(r.base);
+    const bool intact = sodium_memcmp(ours, canary_.data(), canary_size) == 0 &&
+                        sodium_memcmp(ours - sodium_canary_size, sodium_canary_.data(), sodium_canary_size) == 0;
+    return intact ? integrity::intact : integrity::canary_corrupted;
   }
 
   void quarantine(region& r) noexcept override {
@@ -159,6 +179,7 @@ class memguard final : public backend {
   }
 
   std::array<unsigned char, canary_size> canary_{};
+  std::array<unsigned char, sodium_canary_size> sodium_canary_{};
 };
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "backends/protectedmemory.hpp"
 
 #include "internal.hpp"
+#include "locked_pages.hpp"
 #include "os/os.hpp"
 #include "page_cache.hpp"
 
@@ -32,10 +33,9 @@
 namespace securememory::detail {
 namespace {
 
-void release_run(void* base, std::size_t length) noexcept {
-  os::unlock(base, length);
-  os::unmap(base, length);
-}
+constexpr memory_user user{"a secret", "protectedmemory", 1};
+
+void release_run(void* base, std::size_t length) noexcept { (void)unmap_locked(base, length); }
 
 // In a forked child the run is zero (MADV_WIPEONFORK) and not locked.
 void forget_run(void* base, std::size_t length) noexcept { os::unmap(base, length); }
@@ -60,21 +60,7 @@ class protectedmemory final : public backend {
       }
       return make_region(cached.base, size, length);
     }
-    void* base = os::map_anonymous(length);
-    if (base == nullptr) {
-      const int err = errno;
-      throw_os_error(errc::out_of_memory, "cannot map memory for a secret", "mmap", err,
-                     "free memory or raise the address-space limit (RLIMIT_AS, vm.max_map_count)");
-    }
-    if (os::lock(base, length) != 0 && !(page_cache::release_all_caches() > 0 && os::lock(base, length) == 0)) {
-      const int err = errno;
-      os::unmap(base, length);  // nothing was locked; unmapping untouched pages cannot leak a secret
-      throw_os_error(errc::memlock_limit, fmt::format("cannot lock {} bytes for a secret", length).c_str(), "mlock",
-                     err, memlock_hint());
-    }
-    advise_or_undo(base, length, MADV_DONTDUMP, "MADV_DONTDUMP");
-    advise_or_undo(base, length, MADV_WIPEONFORK, "MADV_WIPEONFORK");
-    return make_region(base, size, length);
+    return make_region(map_locked(length, user), size, length);
   }
 
   void protect(region& r, access a) override { protect_pages(r.base, r.mapped, r, a); }
@@ -94,15 +80,18 @@ class protectedmemory final : public backend {
         return;
       }
     }
-    const int unlock_err = os::unlock(r.base, r.mapped) == 0 ? 0 : errno;
-    const int unmap_err = os::unmap(r.base, r.mapped) == 0 ? 0 : errno;
+    const unmap_errors released = unmap_locked(r.base, r.mapped);
     r = region{};
     if (wipe_err != 0) {
       throw_os_error(errc::protection_failed, "secret could NOT be wiped before release", "mprotect", wipe_err,
                      "the pages were unlocked and unmapped anyway");
     }
-    if (unlock_err != 0) throw_os_error(errc::release_failed, "secret wiped, but unlocking failed", "munlock", unlock_err);
-    if (unmap_err != 0) throw_os_error(errc::release_failed, "secret wiped, but unmapping failed", "munmap", unmap_err);
+    if (released.unlock != 0) {
+      throw_os_error(errc::release_failed, "secret wiped, but unlocking failed", "munlock", released.unlock);
+    }
+    if (released.unmap != 0) {
+      throw_os_error(errc::release_failed, "secret wiped, but unmapping failed", "munmap", released.unmap);
+    }
   }
 
  void release_after_fork(region& r) noexcept override {
@@ -121,15 +110,6 @@ class protectedmemory final : public backend {
     r.locked = length;
     r.current = access::read_write;
     return r;
-  }
-
-  static void advise_or_undo(void* base, std::size_t length, int advice, const char* advice_name) {
-    if (os::advise(base, length, advice) == 0) return;
-    const int err = errno;
-    os::unlock(base, length);
-    os::unmap(base, length);
-    throw_os_error(errc::protection_failed, fmt::format("cannot apply {} to a secret's memory", advice_name).c_str(),
-                   "madvise", err, "this kernel may be too old (Linux 4.14+ is required)");
   }
 };
 

@@ -56,6 +56,7 @@
 #include "backends/secretmem.hpp"
 
 #include "internal.hpp"
+#include "locked_pages.hpp"
 #include "os/os.hpp"
 #include "page_cache.hpp"
 
@@ -76,6 +77,10 @@ namespace {
 
 constexpr std::size_t min_arena_pages = 4;  // small first: the kernel charges a whole arena to RLIMIT_MEMLOCK at mmap
 constexpr std::size_t max_arena_pages = 1024;
+
+// Each secret: its slot and the guard page after it.
+constexpr memory_user user{"a secret", "secretmem", 2};
+constexpr memory_user guard_user{"the guard page after a secretmem slot", "secretmem", 2};
 
 constexpr const char* kernel_requirement =
     "memfd_secret needs Linux 5.14+ built with CONFIG_SECRETMEM, booted with secretmem.enable=1 on kernels "
@@ -111,6 +116,7 @@ struct arena {
   segments free;
   std::size_t live = 0;    // slots of live secrets (their region::base points here)
   std::size_t cached = 0;  // slots held by the page cache
+  std::size_t stuck = 0;   // pages never used again (not wiped, or no bookkeeping): locked until the arena goes
 
   [[nodiscard]] bool empty() const noexcept { return live == 0 && cached == 0; }
 
@@ -159,9 +165,10 @@ struct fd_closer {
 };
 
 // Maps a fresh memfd_secret file of `want` pages, halving down to `need`
-// pages while RLIMIT_MEMLOCK refuses the size. Sets a.base and a.pages.
-// Returns false when RLIMIT_MEMLOCK refuses even `need` pages; throws for
-// every other failure.
+// pages while RLIMIT_MEMLOCK refuses the size, followed by a guard page (an
+// anonymous no-access page, so that the arena's last slot has a guard too).
+// Sets a.base and a.pages. Returns false when RLIMIT_MEMLOCK refuses even
+// `need` pages; throws for every other failure.
 // NOLINTNEXTLINE(bugprone-easily-swappable-parameters): need <= want, both pages
 bool map_arena(arena& a, std::size_t need, std::size_t want) {
   const std::size_t page = os::page_size();
@@ -175,21 +182,27 @@ bool map_arena(arena& a, std::size_t need, std::size_t want) {
   }
   std::size_t n = want;
   void* base = nullptr;
-  while ((base = os::map_shared(fd, n * page)) == nullptr) {
+  for (;;) {
+    // The arena's address space and its trailing guard, reserved together;
+    // the file is then mapped over all but the last page.
+    void* reserved = os::map_reserve((n + 1) * page);
+    if (reserved == nullptr) throw_map_failed(errno, "mmap", (n + 1) * page, user);
+    base = os::map_shared(fd, n * page, reserved);
+    if (base != nullptr) break;
     const int err = errno;
+    (void)os::unmap(reserved, (n + 1) * page);  // address space only
     if (err == EAGAIN && n > need) {  // the kernel charges RLIMIT_MEMLOCK for the whole mapping
       n = std::max(need, n / 2);
       continue;
     }
     if (err == EAGAIN) return false;
-    throw_os_error(errc::out_of_memory,
-                   fmt::format("cannot map {} bytes of secretmem memory for a secret", n * page).c_str(), "mmap", err,
-                   "free memory or raise the address-space limit (RLIMIT_AS, vm.max_map_count)");
+    throw_map_failed(err, "mmap", n * page, user);
   }
-  if (os::advise(base, n * page, MADV_DONTFORK) != 0) {
-    const int err = errno;
-    os::unmap(base, n * page);  // nothing was written to it yet
-    throw_os_error(errc::protection_failed, "cannot apply MADV_DONTFORK to a secretmem arena", "madvise", err);
+  try {
+    advise_secret_pages(base, n * page, on_fork::drop, user);  // the kernel already keeps secretmem out of dumps
+  } catch (...) {
+    (void)os::unmap(base, (n + 1) * page);  // nothing was written to it yet
+    throw;
   }
   a.base = static_cast<std::byte*>(base);
   a.pages = n;
@@ -221,10 +234,12 @@ class secretmem final : public backend {
     std::byte* data = p.a->base + p.first * page;
     if (p.guard && os::map_guard(data + length, page) == nullptr) {
       const int err = errno;
+      {
+        const std::lock_guard lock(mutex_);
+        ++p.a->stuck;  // the page that should have become the guard: still locked
+      }
       (void)give_back(p.a, p.first, pages, false, false);  // slot and page after it are never used again
-      throw_os_error(errc::out_of_memory, "cannot map the guard page after a secretmem slot", "mmap", err,
-                     "each secretmem secret costs 2 mappings (its slot and its guard page): raise "
-                     "vm.max_map_count or hold fewer secrets");
+      throw_map_failed(err, "mmap", page, guard_user);
     }
     if (os::protect(data, length, PROT_READ | PROT_WRITE) != 0) {
       const int err = errno;
@@ -244,7 +259,16 @@ class secretmem final : public backend {
   // In the child, with the lock still held: every arena is the parent's and
   // none is mapped here. Those no inherited secret points to are dropped;
   // the page cache has forgotten the cached slots.
-  void forget_parent_arenas() noexcept {
+  void forget_parent_arenas(std::uint64_t parent_generation) noexcept {
+    // The file mappings of the arenas the parent had mapped are not here
+    // (MADV_DONTFORK) but their guard pages (anonymous) are: unmap those
+    // ranges now, while nothing of the child's own can be mapped there yet.
+    // (Older arenas were unmapped in an earlier child: their ranges may now
+    // hold the parent's own mappings.)
+    const std::size_t page = os::page_size();
+    for (const auto& a : arenas_) {
+      if (a->generation == parent_generation) (void)os::unmap(a->base, (a->pages + 1) * page);
+    }
     std::erase_if(arenas_, [](const auto& a) { return a->live == 0; });
     for (const auto& a : arenas_) a->cached = 0;
   }
@@ -288,6 +312,20 @@ class secretmem final : public backend {
     auto* a = static_cast<arena*>(r.base);
     (void)give_back(a, 0, 0, false, false);  // bookkeeping only: a parent's arena is never unmapped here
     r = region{};
+  }
+
+  // Locked arena pages no secret uses, in this process: free segments and
+  // pages that are never used again (metrics().internal_locked_bytes).
+  std::size_t unused_locked_bytes() noexcept {
+    const std::uint64_t generation = fork_generation();
+    std::size_t pages = 0;
+    const std::lock_guard lock(mutex_);
+    for (const auto& a : arenas_) {
+      if (a->generation != generation) continue;  // a parent's: not mapped here
+      pages += a->stuck;
+      for (const auto& segment : a->free) pages += segment.second;
+    }
+    return pages * os::page_size();
   }
 
   // The page cache evicts a slot: it goes back to its arena as a free
@@ -377,7 +415,7 @@ class secretmem final : public backend {
         throw_os_error(errc::memlock_limit,
                        fmt::format("cannot map {} bytes of secretmem memory for a secret", pages * os::page_size())
                            .c_str(),
-                       "mmap", EAGAIN, "secretmem pages count against RLIMIT_MEMLOCK. " + memlock_hint());
+                       "mmap", EAGAIN, "secretmem pages count against RLIMIT_MEMLOCK; " + memlock_hint());
       }
     }
   }
@@ -415,10 +453,12 @@ class secretmem final : public backend {
     {
       const std::lock_guard lock(mutex_);
       --(from_cache ? a->cached : a->live);
+      if (!reusable) a->stuck += pages;
       if (reusable) {
         try {
           a->free.emplace(first, pages);
         } catch (...) {  // no memory for the bookkeeping: the slot stays unused (zero, no-access) until its arena goes
+          a->stuck += pages;
         }
       }
       if (a->empty()) {
@@ -428,7 +468,7 @@ class secretmem final : public backend {
       }
     }
     if (!empty || empty->generation != fork_generation()) return 0;  // a parent's arena is not mapped here
-    if (os::unmap(empty->base, empty->pages * os::page_size()) == 0) return 0;
+    if (os::unmap(empty->base, (empty->pages + 1) * os::page_size()) == 0) return 0;  // with its trailing guard
     const int err = errno;
     // Still mapped and locked: keep the arena, so its wiped slots are used
     // again and the unmap is retried when it empties next time (forgetting
@@ -483,16 +523,18 @@ void require_available() {
 // fork and released on both sides after it; the child first drops the
 // parent's arenas that nothing points to.
 secretmem* forking_instance = nullptr;  // set once, before the handlers are registered
+std::uint64_t generation_at_fork = 0;     // the forking process's, written under the locks
 void before_fork() noexcept {
   probe().mutex.lock();
   forking_instance->lock_for_fork();
+  generation_at_fork = fork_generation();
 }
 void after_fork_parent() noexcept {
   forking_instance->unlock_after_fork();
   probe().mutex.unlock();
 }
 void after_fork_child() noexcept {
-  forking_instance->forget_parent_arenas();
+  forking_instance->forget_parent_arenas(generation_at_fork);
   after_fork_parent();
 }
 
@@ -510,6 +552,7 @@ std::shared_ptr<backend> make_secretmem() {
     auto made = std::make_shared<secretmem>();
     forking_instance = made.get();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    add_internal_locked_source([]() noexcept { return forking_instance->unused_locked_bytes(); });
     return new std::shared_ptr<backend>(std::move(made));  // never destroyed, like the registry
   }();
   return *instance;

@@ -28,6 +28,7 @@ enum class call : unsigned char {
   close,
   setrlimit,
   prctl,
+  read,
   count_,
 };
 
@@ -45,11 +46,25 @@ void set_fault_hook(fault_hook hook, void* context) noexcept;
 std::size_t page_size() noexcept;
 
 void* map_anonymous(std::size_t length) noexcept;  // PROT_READ|PROT_WRITE, private; nullptr on failure
+/// mmap(nullptr, length, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE):
+/// address space only, no memory. Shares call::mmap with map_anonymous.
+void* map_reserve(std::size_t length) noexcept;
 int unmap(void* addr, std::size_t length) noexcept;
 int lock(void* addr, std::size_t length) noexcept;
+/// mlock2(addr, length, MLOCK_ONFAULT): charged against RLIMIT_MEMLOCK like
+/// lock(), but no page is faulted in. Shares call::mlock with lock().
+int lock_on_fault(void* addr, std::size_t length) noexcept;
 int unlock(void* addr, std::size_t length) noexcept;
 int protect(void* addr, std::size_t length, int prot) noexcept;
 int advise(void* addr, std::size_t length, int advice) noexcept;
+/// Keeps the pages out of core dumps (MADV_DONTDUMP). Returns like advise().
+int exclude_from_core_dumps(void* addr, std::size_t length) noexcept;
+/// A forked child gets these pages zero-filled (MADV_WIPEONFORK; private
+/// anonymous mappings only). Returns like advise().
+int wipe_on_fork(void* addr, std::size_t length) noexcept;
+/// A forked child gets no mapping here at all (MADV_DONTFORK). Returns like
+/// advise().
+int drop_on_fork(void* addr, std::size_t length) noexcept;
 
 /// memfd_secret(2) (syscall 447, Linux 5.14+): a descriptor for memory that
 /// is removed from the kernel's direct map; -1 with errno on failure (ENOSYS
@@ -57,10 +72,11 @@ int advise(void* addr, std::size_t length, int advice) noexcept;
 int memfd_secret(unsigned flags) noexcept;
 /// ftruncate(fd, length); -1 with errno EFBIG when length does not fit off_t.
 int truncate_fd(int fd, std::size_t length) noexcept;
-/// mmap(nullptr, length, PROT_NONE, MAP_SHARED, fd, 0): a no-access shared
-/// mapping of the file's first `length` bytes; nullptr with errno on failure.
+/// mmap(at, length, PROT_NONE, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0): a
+/// no-access shared mapping of the file's first `length` bytes, anywhere or
+/// in place of what is mapped at `at`; nullptr with errno on failure.
 /// Shares call::mmap with map_anonymous.
-void* map_shared(int fd, std::size_t length) noexcept;
+void* map_shared(int fd, std::size_t length, void* at = nullptr) noexcept;
 /// mmap(addr, length, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED): puts
 /// a no-access anonymous mapping (a guard, holding no memory) in place of
 /// whatever is mapped at addr; nullptr with errno on failure. Shares
@@ -68,6 +84,8 @@ void* map_shared(int fd, std::size_t length) noexcept;
 void* map_guard(void* addr, std::size_t length) noexcept;
 /// close(fd).
 int close_fd(int fd) noexcept;
+/// read(fd, buf, length); returns like read (-1 and errno, 0 at the end).
+long read_fd(int fd, void* buf, std::size_t length) noexcept;
 /// Called by unmap() with the range right before it is unmapped (after the
 /// fault hook let the call through). Tests and securememory-audit use it to
 /// inspect what the pages hold at the moment they are given back. It may be
@@ -87,6 +105,15 @@ int process_control(int option, unsigned long arg2) noexcept;
 
 /// getrlimit(RLIMIT_MEMLOCK); false if it failed.
 bool memlock_limit(rlimit& out) noexcept;
+
+/// True when RLIMIT_MEMLOCK cannot be what refused a lock: the process has
+/// CAP_IPC_LOCK in its effective set, or the soft limit is unlimited.
+bool memlock_unbounded() noexcept;
+
+/// Mappings of this process now (lines of /proc/self/maps), or -1.
+long mapping_count() noexcept;
+/// vm.max_map_count (/proc/sys/vm/max_map_count), or -1.
+long max_map_count() noexcept;
 
 /// "ENOMEM (Cannot allocate memory)".
 const char* errno_text(int err, char* buf, std::size_t len) noexcept;

@@ -4,11 +4,16 @@
 // every call; with no hook installed the cost is one atomic load.
 #include "os/os.hpp"
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <limits>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
+#include <linux/capability.h>
 #include <string_view>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -52,6 +57,7 @@ const char* call_name(call c) noexcept {
     case call::close: return "close";
     case call::setrlimit: return "setrlimit";
     case call::prctl: return "prctl";
+    case call::read: return "read";
     case call::count_: break;
   }
   return "?";
@@ -83,6 +89,12 @@ void* map_anonymous(std::size_t length) noexcept {
   return p == MAP_FAILED ? nullptr : p;
 }
 
+void* map_reserve(std::size_t length) noexcept {
+  if (injected(call::mmap)) return nullptr;
+  void* p = ::mmap(nullptr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
 int unmap(void* addr, std::size_t length) noexcept {
   if (injected(call::munmap)) return -1;
   const unmap_observer observer = current_observer.load(std::memory_order_acquire);
@@ -96,6 +108,11 @@ int unmap(void* addr, std::size_t length) noexcept {
 int lock(void* addr, std::size_t length) noexcept {
   if (injected(call::mlock)) return -1;
   return static_cast<int>(::syscall(SYS_mlock, addr, length));
+}
+
+int lock_on_fault(void* addr, std::size_t length) noexcept {
+  if (injected(call::mlock)) return -1;
+  return static_cast<int>(::syscall(SYS_mlock2, addr, length, MLOCK_ONFAULT));
 }
 
 int unlock(void* addr, std::size_t length) noexcept {
@@ -112,6 +129,10 @@ int advise(void* addr, std::size_t length, int advice) noexcept {
   if (injected(call::madvise)) return -1;
   return ::madvise(addr, length, advice);
 }
+
+int exclude_from_core_dumps(void* addr, std::size_t length) noexcept { return advise(addr, length, MADV_DONTDUMP); }
+int wipe_on_fork(void* addr, std::size_t length) noexcept { return advise(addr, length, MADV_WIPEONFORK); }
+int drop_on_fork(void* addr, std::size_t length) noexcept { return advise(addr, length, MADV_DONTFORK); }
 
 // glibc has no wrapper for memfd_secret; the number is 447 on every
 // architecture that implements it.
@@ -133,9 +154,9 @@ int truncate_fd(int fd, std::size_t length) noexcept {
   return ::ftruncate(fd, static_cast<off_t>(length));
 }
 
-void* map_shared(int fd, std::size_t length) noexcept {
+void* map_shared(int fd, std::size_t length, void* at) noexcept {
   if (injected(call::mmap)) return nullptr;
-  void* p = ::mmap(nullptr, length, PROT_NONE, MAP_SHARED, fd, 0);
+  void* p = ::mmap(at, length, PROT_NONE, MAP_SHARED | (at != nullptr ? MAP_FIXED : 0), fd, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
@@ -148,6 +169,11 @@ void* map_guard(void* addr, std::size_t length) noexcept {
 int close_fd(int fd) noexcept {
   if (injected(call::close)) return -1;
   return ::close(fd);
+}
+
+long read_fd(int fd, void* buf, std::size_t length) noexcept {
+  if (injected(call::read)) return -1;
+  return static_cast<long>(::read(fd, buf, length));
 }
 
 int get_limit(int resource, rlimit& out) noexcept {
@@ -165,6 +191,54 @@ int process_control(int option, unsigned long arg2) noexcept {
 }
 
 bool memlock_limit(rlimit& out) noexcept { return ::getrlimit(RLIMIT_MEMLOCK, &out) == 0; }
+
+bool memlock_unbounded() noexcept {
+  rlimit lim{};
+  if (memlock_limit(lim) && lim.rlim_cur == RLIM_INFINITY) return true;
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, 2> data{};
+  if (::syscall(SYS_capget, &header, data.data()) != 0) return false;
+  return (data[0].effective & (1U << CAP_IPC_LOCK)) != 0;
+}
+
+namespace {
+
+// Reads a small /proc file into buf (NUL-terminated); the bytes read, or -1.
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
+long read_small_file(const char* path, char* buf, std::size_t size) noexcept {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const ssize_t n = ::read(fd, buf, size - 1);
+  ::close(fd);
+  if (n < 0) return -1;
+  buf[n] = '\0';
+  return n;
+}
+
+}  // namespace
+
+long mapping_count() noexcept {
+  const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  std::array<char, 8192> buf{};
+  long lines = 0;
+  for (ssize_t n; (n = ::read(fd, buf.data(), buf.size())) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      lines = -1;
+      break;
+    }
+    lines += std::count(buf.data(), buf.data() + n, '\n');
+  }
+  ::close(fd);
+  return lines;
+}
+
+long max_map_count() noexcept {
+  std::array<char, 32> buf{};
+  if (read_small_file("/proc/sys/vm/max_map_count", buf.data(), buf.size()) <= 0) return -1;
+  return std::strtol(buf.data(), nullptr, 10);
+}
 
 const char* errno_text(int err, char* buf, std::size_t len) noexcept {
   const char* name = strerrorname_np(err);

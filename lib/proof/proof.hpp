@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -153,6 +154,29 @@ struct core_scan {
 
 /// Reads and scans the core file at path.
 core_scan scan_core_file(const std::string& path, const piece_set& pieces);
+
+// ---- wiping ---------------------------------------------------------------------------
+
+/// Watches the `size` bytes at `data` (a secret's memory) from construction
+/// to finish(): every unmapping of them is inspected at that moment (lib/os
+/// unmap observer, and an interposed munmap for other libraries' calls), and
+/// finish() inspects what is still mapped. PASS when every byte was zero
+/// when it was given back. One watch at a time per process.
+class wipe_watch {
+ public:
+  wipe_watch(const std::byte* data, std::size_t size);
+  ~wipe_watch();
+  wipe_watch(const wipe_watch&) = delete;
+  wipe_watch& operator=(const wipe_watch&) = delete;
+  /// Stops watching and judges.
+  result finish();
+
+ private:
+  void disarm() noexcept;
+  struct state;
+  std::unique_ptr<state> state_;
+  std::size_t size_;
+};
 
 // ---- single measurements (the checks are made of these) -------------------------------
 

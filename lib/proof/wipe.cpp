@@ -33,6 +33,7 @@
 #include <csetjmp>
 #include <csignal>
 #include <dlfcn.h>
+#include <memory>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -175,60 +176,80 @@ extern "C" int munmap(void* addr, std::size_t length) noexcept {
 
 namespace securememory::proof {
 
+struct wipe_watch::state {
+  watch_state w;
+  std::vector<std::byte> buffer;
+};
+
+wipe_watch::wipe_watch(const std::byte* data, std::size_t size) : state_(std::make_unique<state>()), size_(size) {
+  state_->buffer.resize(size);
+  watch_state& w = state_->w;
+  w.lo = reinterpret_cast<std::uintptr_t>(data);
+  w.hi = w.lo + size;
+  w.buffer = state_->buffer.data();
+  w.mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+  detail::os::set_unmap_observer(&os_observer, nullptr);
+  armed.store(&w, std::memory_order_release);
+}
+
+wipe_watch::~wipe_watch() { disarm(); }
+
+void wipe_watch::disarm() noexcept {
+  if (!state_ || armed.load(std::memory_order_acquire) != &state_->w) return;
+  armed.store(nullptr, std::memory_order_release);
+  detail::os::set_unmap_observer(nullptr, nullptr);
+  os_seen_addr = 0;
+}
+
+result wipe_watch::finish() {
+  disarm();
+  watch_state& w = state_->w;
+  // Bytes not unmapped (a backend that keeps its pages): they must be zero now.
+  const std::size_t seen = w.seen_by_os + w.seen_by_interposer;
+  std::size_t kept = 0;
+  std::size_t kept_nonzero = 0;
+  bool kept_readable = true;
+  if (seen < size_) {
+    kept = size_ - seen;
+    std::size_t nz = 0;
+    kept_readable = inspect(w, w.lo, w.hi, nz);
+    kept_nonzero = nz;
+  }
+  if (w.mem_fd >= 0) close(w.mem_fd);
+  w.mem_fd = -1;
+  std::string how;
+  if (w.seen_by_os != 0) how += std::to_string(w.seen_by_os) + " B seen by the lib/os unmap hook";
+  if (w.seen_by_interposer != 0) {
+    how += (how.empty() ? "" : ", ") + std::to_string(w.seen_by_interposer) + " B by the munmap interposer";
+  }
+  if (kept != 0) how += (how.empty() ? "" : ", ") + std::to_string(kept) + " B still mapped after release";
+  if (w.unreadable != 0 || (kept != 0 && !kept_readable)) {
+    return result::fail("could not inspect " + std::to_string(w.unreadable + (kept_readable ? 0 : kept)) +
+                        " B of the secret's memory when it was released (" + how + ")");
+  }
+  if (w.nonzero + kept_nonzero != 0) {
+    return result::fail(std::to_string(w.nonzero + kept_nonzero) + " of " + std::to_string(size_) +
+                        " B were NOT zero when released (" + how + ")");
+  }
+  return result::pass("all " + std::to_string(size_) + " B zero when released (" + how + ")");
+}
+
 result check_wiping(const std::string& backend) {
   std::vector<std::pair<std::string, result>> parts;
   auto factory = make_factory(backend);
   for (const std::size_t size : secret_sizes()) {
     auto secret = factory.create_random(size);
     const auto* data = secret.with_bytes([](std::span<const std::byte> b) { return b.data(); });
-    std::vector<std::byte> buffer(size);
-    watch_state w;
-    w.lo = reinterpret_cast<std::uintptr_t>(data);
-    w.hi = w.lo + size;
-    w.buffer = buffer.data();
-    w.mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
-    detail::os::set_unmap_observer(&os_observer, nullptr);
-    armed.store(&w, std::memory_order_release);
+    wipe_watch watch(data, size);
     std::string close_error;
     try {
       secret.close();
     } catch (const std::exception& e) {
       close_error = e.what();
     }
-    armed.store(nullptr, std::memory_order_release);
-    detail::os::set_unmap_observer(nullptr, nullptr);
-    os_seen_addr = 0;
-    // Bytes not unmapped by close() (a backend that keeps its pages): they
-    // must be zero now.
-    const std::size_t seen = w.seen_by_os + w.seen_by_interposer;
-    std::size_t kept = 0;
-    std::size_t kept_nonzero = 0;
-    bool kept_readable = true;
-    if (seen < size) {
-      kept = size - seen;
-      std::size_t nz = 0;
-      kept_readable = inspect(w, w.lo, w.hi, nz);
-      kept_nonzero = nz;
-    }
-    if (w.mem_fd >= 0) close(w.mem_fd);
-    std::string how;
-    if (w.seen_by_os != 0) how += std::to_string(w.seen_by_os) + " B seen by the lib/os unmap hook";
-    if (w.seen_by_interposer != 0) {
-      how += (how.empty() ? "" : ", ") + std::to_string(w.seen_by_interposer) + " B by the munmap interposer";
-    }
-    if (kept != 0) how += (how.empty() ? "" : ", ") + std::to_string(kept) + " B still mapped after close";
-    const std::string label = size_label(size);
-    if (!close_error.empty()) {
-      parts.emplace_back(label, result::fail("close() failed: " + close_error));
-    } else if (w.unreadable != 0 || (kept != 0 && !kept_readable)) {
-      parts.emplace_back(label, result::fail("could not inspect " + std::to_string(w.unreadable + (kept_readable ? 0 : kept)) +
-                                              " B of the secret's memory when it was released (" + how + ")"));
-    } else if (w.nonzero + kept_nonzero != 0) {
-      parts.emplace_back(label, result::fail(std::to_string(w.nonzero + kept_nonzero) + " of " + std::to_string(size) +
-                                             " B were NOT zero when released (" + how + ")"));
-    } else {
-      parts.emplace_back(label, result::pass("all " + std::to_string(size) + " B zero when released (" + how + ")"));
-    }
+    result r = watch.finish();
+    if (!close_error.empty()) r = result::fail("close() failed: " + close_error);
+    parts.emplace_back(size_label(size), std::move(r));
   }
   return combine(parts);
 }
