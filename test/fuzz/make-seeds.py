@@ -15,7 +15,7 @@ CREATE, RANDOM, WITH, ROPEN, RREAD, VERIFY, CLOSE, MOVE, SWAP, DESTROY, FACTORY,
 # choices (bit i: close() slot i before destroying it; bit 4: its own
 # secrets are larger than a page), slots a and b.
 # PARK helper (0 or 1), slot; UNPARK helper; CACHE limit (0, 4K, 64K, 1M).
-CALLS = 11      # mmap munmap mlock munlock mprotect madvise memfd_secret ftruncate close setrlimit prctl
+CALLS = 12      # mmap munmap mlock munlock mprotect madvise memfd_secret ftruncate close setrlimit prctl read
                 # (lib/os/os.hpp's enum call, indices modulo the real count)
 ERRNOS = 4      # ENOMEM EPERM EAGAIN EINTR
 

@@ -193,10 +193,6 @@ std::int64_t max_leak_per_munmap = 1;
 // give back what the kernel refused to take). Past this many per process
 // munmap is let through, so a long session does not exhaust vm.max_map_count.
 constexpr int max_munmap_failures = 4096;
-// A secretmem arena whose munmap failed stays mapped and locked (see
-// finish()); past this many leaked locked bytes per process munmap is let
-// through too.
-constexpr std::int64_t max_leaked_locked_bytes = std::int64_t{64} << 20U;
 // Past this many mappings left behind per process (mostly protectedmemory
 // regions, which the backend forgets), munmap is let through too: every
 // input reads /proc/self/maps, which grows with them.
@@ -212,7 +208,6 @@ struct fault_plan {
   std::array<call, 16> calls{};
   std::array<int, 16> errs{};
   int munmap_failures = 0;  // per process
-  std::int64_t leaked_locked_bytes = 0;  // per process: secretmem arenas left mapped by injected munmap failures
   std::int64_t leaked_mappings = 0;      // per process: mappings left behind by injected munmap failures
 
   void arm(int t, int e, int s, int n) {
@@ -235,7 +230,7 @@ struct totals {
   std::uint64_t injected = 0;
   std::array<std::uint64_t, 16> by_errc{};
   std::uint64_t callback_exceptions = 0;
-  std::uint64_t leaked_inputs = 0;  // inputs that left a secretmem arena mapped (reported munmap failure)
+  std::uint64_t kept_arenas = 0;    // inputs that left a secretmem arena mapped (an injected munmap failure)
   std::uint64_t forks = 0;          // children forked and checked
   std::uint64_t forks_with_threads = 0;  // ... while a helper was parked or threads looped over with_bytes
   std::uint64_t parks = 0;          // helper threads parked inside a callback
@@ -255,8 +250,7 @@ void print_totals() {
                    static_cast<unsigned long long>(stats.by_errc[i]));
     }
   }
-  std::fprintf(stderr, "; %llu inputs left a secretmem arena mapped (%lld bytes)",
-               static_cast<unsigned long long>(stats.leaked_inputs), static_cast<long long>(plan.leaked_locked_bytes));
+  std::fprintf(stderr, "; %llu inputs left a secretmem arena mapped", static_cast<unsigned long long>(stats.kept_arenas));
   std::fprintf(stderr, "; %llu forks (%llu with other threads active), %llu parked helpers; mappings counted after "
                "%llu inputs, %llu left mappings after an injected munmap failure; %llu eviction failures not "
                "reported (known defect)\n",
@@ -276,8 +270,7 @@ int fault_hook(call c, void* /*context*/) noexcept {
   const int n = plan.seen++;
   if (n < plan.skip || n >= plan.skip + plan.times) return 0;
   if (std::string_view(os::call_name(c)) == "munmap" &&
-      (plan.leaked_locked_bytes > max_leaked_locked_bytes || plan.leaked_mappings > max_leaked_mappings ||
-       plan.munmap_failures++ >= max_munmap_failures)) {
+      (plan.leaked_mappings > max_leaked_mappings || plan.munmap_failures++ >= max_munmap_failures)) {
     return 0;
   }
   if (plan.count < 16) {
@@ -300,7 +293,9 @@ bool errc_fits_call(call c, int err, errc e) {
   // secretmem: the kernel charges a memfd_secret mapping to RLIMIT_MEMLOCK
   // and refuses it with EAGAIN.
   if (name == "mmap") return e == errc::out_of_memory || (e == errc::memlock_limit && err == EAGAIN);
-  if (name == "mlock") return e == errc::memlock_limit;
+  // mlock's ENOMEM: RLIMIT_MEMLOCK, unless it cannot bind (CAP_IPC_LOCK):
+  // then the system is out of lockable memory, or the map count is full.
+  if (name == "mlock") return e == errc::memlock_limit || (e == errc::out_of_memory && err == ENOMEM);
   if (name == "madvise") return e == errc::protection_failed;
   // secretmem: a slot wiped at release whose PROT_NONE then fails is a
   // release failure (the secret is gone, the pages stay writable zeros).
@@ -337,12 +332,6 @@ class checking_sink final : public spdlog::sinks::base_sink<std::mutex> {
 
 // ---- mappings -----------------------------------------------------------------
 
-// Address intervals [first, second) of this process's memfd_secret mappings
-// ("/secretmem (deleted)" in /proc/self/maps), sorted and merged, so that a
-// mapping split by mprotect counts as one.
-using intervals = std::vector<std::pair<std::uintptr_t, std::uintptr_t>>;
-bool tracking_secretmem = false;  // secretmem is fuzzed: account for its mappings
-
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define SECRET_FUZZ_ASAN 1
@@ -359,7 +348,14 @@ bool tracking_secretmem = false;  // secretmem is fuzzed: account for its mappin
 // each thread's stack). Everything else is counted: the library's mappings,
 // the harness's thread stacks (its threads are made once, at start-up),
 // libraries, and the sanitizer's other bookkeeping (see library_delta()).
+// sealed's plaintext scratch: one reservation of N pages, locked page by
+// page when first needed and unlocked when idle (with the page caches), so
+// its mappings split and merge as it is used (found at start-up, see
+// find_scratch()). Its locked pages are checked through VmLck.
+std::pair<std::uintptr_t, std::uintptr_t> scratch_range{0, 0};
+
 bool uncounted(std::uintptr_t lo) {
+  if (lo >= scratch_range.first && lo < scratch_range.second) return true;
 #if defined(SECRET_FUZZ_ASAN) && defined(__x86_64__)
   return (lo >= 0x600000000000ULL && lo < 0x640000000000ULL) || (lo >= 0x7fff8000ULL && lo < 0x10007fff8000ULL);
 #else
@@ -371,7 +367,6 @@ bool uncounted(std::uintptr_t lo) {
 // One reading of /proc/self/maps.
 struct maps_view {
   std::int64_t count = 0;           // mappings counted (see uncounted()), secretmem arenas apart
-  intervals secretmem;              // memfd_secret mappings, merged
   std::vector<std::string> lines;   // the counted ones (addresses, flags, names: never contents)
   // secretmem arenas: each is one memfd_secret file (its inode) mapped
   // once; its slots, free segments and guard pages (anonymous, no access,
@@ -432,13 +427,6 @@ maps_view read_maps() {
     if (arena == 0 && e.guard) {  // a guard page inside an arena
       for (const auto& [inode, range] : ranges) {
         if (e.lo >= range.first && e.hi <= range.second) arena = inode;
-      }
-    }
-    if (e.inode != 0) {
-      if (!v.secretmem.empty() && v.secretmem.back().second == e.lo) {
-        v.secretmem.back().second = e.hi;
-      } else {
-        v.secretmem.emplace_back(e.lo, e.hi);
       }
     }
     if (arena != 0) {
@@ -515,6 +503,36 @@ std::map<unsigned long, std::string> vm_flags() {
   return out;
 }
 
+// Finds sealed's scratch reservation (after the warm-up, with nothing else
+// open): the run of adjacent anonymous read-write mappings marked
+// MADV_DONTDUMP and MADV_WIPEONFORK, of N pages in all, that holds `inside`
+// (a byte of a scratch chunk). False if there is none such.
+bool find_scratch(const std::byte* inside, std::size_t pages) {
+  const auto flags = vm_flags();
+  std::ifstream in("/proc/self/maps");
+  std::string line;
+  std::uintptr_t run_lo = 0;
+  std::uintptr_t run_hi = 0;
+  const auto at = reinterpret_cast<std::uintptr_t>(inside);
+  while (std::getline(in, line)) {
+    const maps_line m = parse_line(line);
+    const auto f = flags.find(m.lo);
+    const bool marked = m.anonymous && m.perms == "rw-p" && f != flags.end() &&
+                        f->second.find(" dd ") != std::string::npos && f->second.find(" wf ") != std::string::npos;
+    if (!marked) {
+      run_lo = run_hi = 0;
+      continue;
+    }
+    if (run_hi != m.lo) run_lo = m.lo;
+    run_hi = m.hi;
+    if (at >= run_lo && at < run_hi && run_hi - run_lo == pages * os::page_size()) {
+      scratch_range = {run_lo, run_hi};
+      return true;
+    }
+  }
+  return false;
+}
+
 // Whether a mapping can be the library's: anonymous and either marked by
 // it (MADV_DONTDUMP "dd", MADV_WIPEONFORK "wf", mlock "lo": every page it
 // hands out is) or not writable (guard pages, no-access secrets,
@@ -583,37 +601,6 @@ void print_maps_change(const maps_view& before, const maps_view& after) {
 // then again after every input that made a lib/os call (any other input
 // cannot have changed them).
 maps_view* maps_at_start = nullptr;  // lives for the process
-
-std::int64_t length_of(const intervals& a) {
-  std::int64_t n = 0;
-  for (const auto& [lo, hi] : a) n += static_cast<std::int64_t>(hi - lo);
-  return n;
-}
-
-// Bytes covered by both (each sorted and disjoint).
-std::int64_t overlap(const intervals& a, const intervals& b) {
-  std::int64_t n = 0;
-  std::size_t i = 0;
-  std::size_t j = 0;
-  while (i < a.size() && j < b.size()) {
-    const auto lo = std::max(a[i].first, b[j].first);
-    const auto hi = std::min(a[i].second, b[j].second);
-    if (lo < hi) n += static_cast<std::int64_t>(hi - lo);
-    if (a[i].second < b[j].second) {
-      ++i;
-    } else {
-      ++j;
-    }
-  }
-  return n;
-}
-
-// Locked bytes of sealed's scratch slabs made so far (each slab is 8 pages,
-// the first, its bitmap, not locked). Slabs are kept for the thread (and
-// then the next thread) by design: growth is legitimate, shrinking is not.
-std::int64_t sealed_scratch_locked() {
-  return static_cast<std::int64_t>(securememory::detail::sealed_stats().scratch_slabs * 7 * os::page_size());
-}
 
 // ---- the model --------------------------------------------------------------
 
@@ -787,12 +774,7 @@ long vm_locked_kb() { return test::proc_status_kb("VmLck"); }
 class run {
  public:
   explicit run(input& in)
-      : in_(in),
-        start_(securememory::metrics()),
-        start_locked_kb_(vm_locked_kb()),
-        start_scratch_(sealed_scratch_locked()),
-        start_slabs_(static_cast<std::int64_t>(securememory::detail::sealed_stats().scratch_slabs)),
-        start_os_calls_(os_calls.load(std::memory_order_relaxed)) {}
+      : in_(in), start_(securememory::metrics()), start_os_calls_(os_calls.load(std::memory_order_relaxed)) {}
 
   void execute() {
     for (int step = 0; step < 64 && !in_.done(); ++step) {
@@ -1308,6 +1290,7 @@ class run {
         : run_(r), sealed_(b.name == "sealed" && size <= 1000),
           arena_(sealed_ ? securememory::detail::sealed_stats().arena_bytes : 0) {
       if (b.name == "secretmem") ++r.secretmem_creates_;
+      if (b.name == "sealed") r.sealed_used_ = true;
     }
     creation_watch(const creation_watch&) = delete;
     creation_watch& operator=(const creation_watch&) = delete;
@@ -1530,15 +1513,15 @@ class run {
     }
     child_stage("destructor of an inherited Reader");
     for (auto& r : readers_) r.r.reset();
-    // What the parent's secrets held is no longer counted, except the one
-    // whose callback this thread is inside (released when it returns,
-    // which it never does here).
+    // A child's counters start at 0 (metrics.hpp): the parent's secrets
+    // are not the child's, whatever the child did with them.
     child_stage("counters after closing the inherited secrets");
-    const bool inside_open = inside != nullptr && !inside->closed;
-    const std::uint64_t live = start_.in_use + (inside_open ? 1 : 0);
-    const std::uint64_t locked = start_.locked_bytes + (inside_open ? inside->locked : 0);
+    (void)inside;
+    const std::uint64_t live = 0;
+    const std::uint64_t locked = 0;
     EXPECT(securememory::metrics().in_use == live);
     EXPECT(securememory::metrics().locked_bytes == locked);
+    EXPECT(securememory::metrics().cached_bytes == 0);
     for (auto& b : *backends) {
       const std::size_t size = (choices & 0x10U) != 0 ? os::page_size() + 100 : 1 + choices % 64;
       std::vector<std::byte> bytes(size);
@@ -1660,76 +1643,40 @@ class run {
     EXPECT(now.in_use == start_.in_use);
     EXPECT(now.locked_bytes == start_.locked_bytes);
     EXPECT(now.allocated == start_.allocated + allocated_);
+    check_locked_memory();
     // The mappings are read when this input made a lib/os call (any other
-    // input cannot have changed them) or locked memory changed.
-    const std::int64_t locked_delta = (vm_locked_kb() - start_locked_kb_) * 1024;
-    std::optional<maps_view> mapped;
-    if (os_calls.load(std::memory_order_relaxed) != start_os_calls_ || locked_delta != 0) {
-      mapped.emplace(read_maps());
+    // input cannot have changed them).
+    if (os_calls.load(std::memory_order_relaxed) != start_os_calls_) {
+      maps_view mapped = read_maps();
       ++stats.maps_reads;
-    }
-    check_locked_memory(now, locked_delta, mapped ? &*mapped : nullptr);
-    if (mapped) {
-      check_mappings(*mapped);
-      *maps_at_start = std::move(*mapped);  // the next input starts from here
+      check_mappings(mapped);
+      *maps_at_start = std::move(mapped);  // the next input starts from here
     }
   }
 
-  // The kernel's count of locked memory (VmLck) against what the library
-  // may legitimately keep: pages of the page cache (cached_bytes) and
-  // sealed's scratch slabs. Anything more is a leak, allowed only where the
-  // library reported it: a secretmem arena whose munmap failed stays mapped
-  // and locked (the backend drops it from its list: docs/testing.md, "Known
-  // gaps"), so it must be a memfd_secret mapping that appeared during this
-  // input, and a munmap failure must have been injected. Such memory may
-  // later go away with its mapping (a backend that keeps the arena and
-  // unmaps it when it empties again), never below zero in total.
-  void check_locked_memory(const securememory::metrics_snapshot& now, std::int64_t locked_delta,
-                           const maps_view* mapped) {
-    const std::int64_t scratch_delta = sealed_scratch_locked() - start_scratch_;
-    EXPECT(scratch_delta >= 0);
-    const std::int64_t cached_delta =
-        static_cast<std::int64_t>(now.cached_bytes) - static_cast<std::int64_t>(start_.cached_bytes);
-    const std::int64_t leaked = locked_delta - scratch_delta - cached_delta;
-    if (!tracking_secretmem) {
-      EXPECT(leaked == 0);
-      return;
+  // The kernel's count of this process's locked memory (VmLck) is exactly
+  // what the library says it holds: its live secrets (locked_bytes), the
+  // page cache (cached_bytes) and its own (internal_locked_bytes: sealed's
+  // key, scratch pages and per-access mappings, secretmem arena pages no
+  // secret uses, including an arena kept after its munmap failed). Nothing
+  // else in this process locks memory. Checked with secrets live (before
+  // the end of an input) and after.
+  static void check_locked_memory() {
+    const auto m = securememory::metrics();
+    const std::int64_t vm = vm_locked_kb() * 1024;
+    const auto held = static_cast<std::int64_t>(m.locked_bytes + m.cached_bytes + m.internal_locked_bytes);
+    if (vm != held) {
+      std::fprintf(stderr, "secret-fuzz: VmLck %lld bytes; the library holds %llu live + %llu cached + %llu internal\n",
+                   static_cast<long long>(vm), static_cast<unsigned long long>(m.locked_bytes),
+                   static_cast<unsigned long long>(m.cached_bytes),
+                   static_cast<unsigned long long>(m.internal_locked_bytes));
     }
-    // Nothing changed: the memfd_secret mappings are those of the start
-    // (every arena made during the input was unmapped again).
-    if (locked_delta == scratch_delta && cached_delta == 0) return;
-    EXPECT(mapped != nullptr);
-    const intervals& at_start = maps_at_start->secretmem;
-    // Every change of locked memory beyond the scratch is a memfd_secret
-    // mapping that appeared or went away (secretmem pages are locked for
-    // their mapping's life; the page cache is off).
-    EXPECT(locked_delta - scratch_delta == length_of(mapped->secretmem) - length_of(at_start));
-    const std::int64_t common = overlap(mapped->secretmem, at_start);
-    if (leaked > 0) {
-      EXPECT(munmap_injected_ > 0);
-      EXPECT(leaked <= length_of(mapped->secretmem) - common);  // appeared during this input
-      ++stats.leaked_inputs;
-    } else if (leaked < 0) {
-      // A backend that keeps such an arena (instead of forgetting it) may
-      // reuse it and unmap it later: the memory must go away with it.
-      EXPECT(-leaked <= length_of(at_start) - common);
-    }
-    plan.leaked_locked_bytes += leaked;
-    EXPECT(plan.leaked_locked_bytes >= 0);  // never more given back than was left behind
+    EXPECT(vm == held);
   }
 
-  // Mappings a sealed arena block or scratch slab made during this input
-  // may add: a block is one mapping, a slab two (its bitmap page and its
-  // locked pages); either may instead merge with a neighbour (one fewer).
-  [[nodiscard]] std::int64_t sealed_growth() const {
-    const auto slabs = static_cast<std::int64_t>(securememory::detail::sealed_stats().scratch_slabs) - start_slabs_;
-    EXPECT(slabs >= 0);
-    return 2 * slabs + sealed_blocks_;
-  }
-  [[nodiscard]] std::int64_t sealed_new_mappings() const {
-    return static_cast<std::int64_t>(securememory::detail::sealed_stats().scratch_slabs) - start_slabs_ +
-           sealed_blocks_;
-  }
+  // Mappings new sealed arena blocks made during this input may add (one
+  // each; or one fewer, a block that merges two neighbours).
+  [[nodiscard]] std::int64_t sealed_growth() const { return sealed_blocks_; }
 
   // After the input: every secret is closed and nothing is cached, so the
   // count is the one the input started with, plus new sealed blocks and
@@ -1742,7 +1689,7 @@ class run {
   // reuses such an arena and unmaps it when it empties again).
   void check_mappings(const maps_view& now) {
     const std::int64_t growth = sealed_growth();
-    const std::int64_t merges = sealed_new_mappings() + munmap_injected_;
+    const std::int64_t merges = sealed_growth() + munmap_injected_;
     const std::int64_t delta = library_delta(*maps_at_start, now, -merges - plan.leaked_mappings,
                                              munmap_injected_ > 0 ? growth + munmap_injected_ * max_leak_per_munmap : growth);
     bool ok = delta <= growth + munmap_injected_ * max_leak_per_munmap;
@@ -1753,6 +1700,7 @@ class run {
       if (maps_at_start->arenas.count(inode) == 0) ++kept_arenas;
     }
     if (kept_arenas > 0 && munmap_injected_ == 0) ok = false;
+    if (kept_arenas > 0) ++stats.kept_arenas;
     if (!ok) {
       print_maps_change(*maps_at_start, now);
       std::fprintf(stderr,
@@ -1779,9 +1727,11 @@ class run {
   // slot carved during the input (the slot and its guard: a closed slot
   // keeps its mappings while its arena lives) plus two per new arena (a
   // free remainder, the guard after its last slot) and one outside it (a
-  // guard after its end), and never more new arenas than slots. Read only
-  // when a secret is live or cached.
+  // guard after its end), and never more new arenas than slots; sealed's
+  // key is one more secretmem or memguard region. Read only when a secret
+  // is live or cached.
   void check_peak_mappings() {
+    check_locked_memory();
     std::int64_t allowed = sealed_growth() + munmap_injected_ * max_leak_per_munmap;
     bool live = false;
     std::vector<const model_secret*> open_by_helpers;
@@ -1800,6 +1750,11 @@ class run {
     }
     const auto cached = static_cast<std::int64_t>(securememory::metrics().cached_bytes / os::page_size());
     allowed += cached;
+    // sealed's key (backends/sealed/key.hpp), alive while a sealed secret
+    // is (or while the cache's bound is not 0): a region of the strongest
+    // backend, secretmem (one slot of an arena) or memguard (four).
+    const std::int64_t key = sealed_used_ ? 1 : 0;
+    allowed += 4 * key;
     if ((!live && cached == 0) || os_calls.load(std::memory_order_relaxed) == start_os_calls_) return;
     const maps_view now = read_maps();
     std::int64_t new_arenas = 0;
@@ -1808,8 +1763,9 @@ class run {
     }
     allowed += new_arenas;  // a guard page after an arena's end
     const std::int64_t arena_growth = now.arena_mappings() - maps_at_start->arena_mappings();
-    const bool arenas_ok = new_arenas <= secretmem_creates_ &&
-                           arena_growth <= 2 * secretmem_creates_ + 2 * new_arenas + munmap_injected_ * max_leak_per_munmap;
+    const bool arenas_ok = new_arenas <= secretmem_creates_ + key &&
+                           arena_growth <= 2 * (secretmem_creates_ + key) + 2 * new_arenas +
+                                               munmap_injected_ * max_leak_per_munmap;
     if (library_delta(*maps_at_start, now, std::numeric_limits<std::int64_t>::min(), allowed) > allowed || !arenas_ok) {
       print_maps_change(*maps_at_start, now);
       std::fprintf(stderr,
@@ -1823,14 +1779,12 @@ class run {
 
   input& in_;
   securememory::metrics_snapshot start_;
-  long start_locked_kb_;
-  std::int64_t start_scratch_;
-  std::int64_t start_slabs_;
   std::uint64_t start_os_calls_;
   int munmap_injected_ = 0;
   int forks_ = 0;
   std::int64_t sealed_blocks_ = 0;  // creations that may have mapped a sealed arena block
   std::int64_t secretmem_creates_ = 0;
+  bool sealed_used_ = false;  // a sealed secret was created: its key may be alive
   bool cache_changed_ = false;
   bool logged_ = false;  // the close of this step logged a line
   std::array<parked_helper, 2> helpers_{};
@@ -1892,7 +1846,6 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   std::vector<Secret> warm;
   for (const auto& b : *backends) {
     warm.push_back(b.factory.create_random(1));
-    tracking_secretmem = tracking_secretmem || b.name == "secretmem";
     if (b.name == "memguard") max_leak_per_munmap = std::max<std::int64_t>(max_leak_per_munmap, 4);
     if (b.name == "secretmem") max_leak_per_munmap = std::max<std::int64_t>(max_leak_per_munmap, 2 * 1024 + 1);
   }
@@ -1921,6 +1874,14 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   }
   exercise();
   warm.clear();
+  for (const auto& b : *backends) {
+    if (b.name != "sealed") continue;
+    const Secret probe = b.factory.create_random(1);
+    const std::byte* chunk = probe.with_bytes([](std::span<const std::byte> bytes) { return bytes.data(); });
+    if (!find_scratch(chunk, securememory::detail::sealed_stats().scratch_slab_count)) {
+      violated("sealed's scratch reservation is not where the model expects it (see find_scratch())", __LINE__);
+    }
+  }
   std::fprintf(stderr, "secret-fuzz: %zu backends, %d lib/os calls can fail\n", backends->size(), call_count);
   os::set_fault_hook(&fault_hook, nullptr);
   std::atexit(print_totals);
