@@ -10,8 +10,9 @@ import os
 import sys
 
 CREATE, RANDOM, WITH, ROPEN, RREAD, VERIFY, CLOSE, MOVE, SWAP, DESTROY, FACTORY, FORK, PARK, UNPARK, CACHE = range(15)
-# FORK how (0 plain, 1 two threads loop over with_bytes, 2 the same, forking
-# while one is inside its callback, 3 from inside a callback), the child's
+# FORK how (below 32, else no fork; how % 4: 0 plain, 1 two threads loop over
+# with_bytes, 2 the same, forking while one is inside its callback, 3 from
+# inside a callback; one fork per input), the child's
 # choices (bit i: close() slot i before destroying it; bit 4: its own
 # secrets are larger than a page), slots a and b.
 # PARK helper (0 or 1), slot; UNPARK helper; CACHE limit (0, 4K, 64K, 1M).
@@ -105,18 +106,17 @@ for b in range(4):  # backend index (modulo the number available)
             step(WITH, 0, 5, 0, fault=(c, 3, 3, True)),
             step(CLOSE, 0, fault=(c, 0, 0, True)),
         ])
-    # fork: every way, with secrets open, a reader, a large secret.
-    seeds[f"fork-b{b}"] = b"".join([
-        step(CREATE, b, 0, *size_small(24), 1),
-        step(RANDOM, b, 1, *size_u16(6000)),
-        step(ROPEN, 0, 1),
-        step(FORK, 0, 0b10101, 0, 1),
-        step(FORK, 1, 0b00110, 0, 1),
-        step(FORK, 2, 0b11011, 1, 1),
-        step(WITH, 0, 0, 0),
-        step(FORK, 3, 0b00001, 0, 0),
-        step(CLOSE, 0), step(CLOSE, 1),
-    ])
+    # fork, each way (one fork per input), with secrets open, a reader, a
+    # large secret.
+    for how in range(4):
+        seeds[f"fork{how}-b{b}"] = b"".join([
+            step(CREATE, b, 0, *size_small(24), 1),
+            step(RANDOM, b, 1, *size_u16(6000)),
+            step(ROPEN, 0, 1),
+            step(WITH, 0, 0, 0),
+            step(FORK, how, [0b10101, 0b00110, 0b11011, 0b00001][how], how % 2, 1),
+            step(CLOSE, 0), step(CLOSE, 1),
+        ])
     # A helper parked inside a callback while the main thread shares the
     # opening, reads, forks (the child inherits a reader that does not exist
     # there), then closes (the helper is released first).
@@ -129,7 +129,6 @@ for b in range(4):  # backend index (modulo the number available)
         step(ROPEN, 0, 0), step(RREAD, 0, 0, 7),
         step(FORK, 0, 0b01111, 0, 0),
         step(UNPARK, 1, fault=(4, 0, 0, False)),
-        step(FORK, 1, 0b00000, 0, 0),
         step(CLOSE, 0), step(PARK, 0, 0), step(UNPARK, 0),
     ])
     # The page cache on: closed secrets' pages stay cached (and a child
