@@ -35,7 +35,7 @@
 //   - mappings: at most the baseline plus one per new sealed slot block
 //     (256 KiB each, kept for reuse: at most one per 256 KiB of new slots,
 //     plus one per size class);
-//   - RSS: at most the baseline plus --rss-slack-kb (default 8192; see
+//   - RSS: at most the baseline plus --rss-slack-kb (default 2048; see
 //     docs/testing.md for the measured growth and why it is not zero).
 // It prints the numbers of every checkpoint and exits 1 on any violation
 // (a wrong byte, an unexpected error, a hung child, a counter that did not
@@ -82,7 +82,7 @@ struct options {
   int checkpoint = 60;
   std::uint64_t seed = 1;
   int fork_timeout_ms = 2000;
-  long rss_slack_kb = 8192;
+  long rss_slack_kb = 2048;
 };
 options opt;
 
@@ -517,7 +517,7 @@ bool parse(int argc, char** argv) {
     if (!ok) {
       std::fprintf(stderr,
                    "usage: securememory-soak [--seconds N (600)] [--threads N (4)] [--checkpoint N (60)] [--seed N] "
-                   "[--fork-timeout-ms N (2000)] [--rss-slack-kb N (8192)]\n");
+                   "[--fork-timeout-ms N (2000)] [--rss-slack-kb N (2048)]\n");
       return false;
     }
   }
