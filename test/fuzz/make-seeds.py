@@ -144,6 +144,14 @@ for b in range(4):  # backend index (modulo the number available)
         step(CREATE, b, 1, *size_small(8), 7), step(CLOSE, 1, fault=(1, 0, 0, False)),
         step(CACHE, 0),
     ])
+    # A one-page cache: the second close evicts the first run, whose munmap
+    # fails (issue 12, found by the harness: the eviction drops it).
+    seeds[f"evict-b{b}"] = b"".join([
+        step(CACHE, 1),
+        step(CREATE, b, 0, *size_small(20), 1), step(CREATE, b, 1, *size_small(21), 2),
+        step(CLOSE, 0), step(CLOSE, 1, fault=(1, 0, 0, False)),
+        step(CACHE, 0),
+    ])
     # Enough multi-page secrets to need a second secretmem arena, closed
     # out of order, the arena-emptying close with an injected munmap failure.
     seeds[f"arenas-b{b}"] = b"".join(
