@@ -32,7 +32,7 @@ class category_impl final : public std::error_category {
       case errc::duplicate_backend: return "duplicate backend";
       case errc::backend_unavailable: return "backend unavailable on this host";
       case errc::reentrant_close: return "close() called from inside the secret's own access callback";
-      case errc::canary_violation: return "canary violation: memory next to a secret was corrupted";
+      case errc::integrity_violation: return "integrity violation: memory next to a secret was overwritten, or its stored form altered";
       case errc::release_failed: return "secret wiped, but its memory could not be released";
       case errc::invalid_argument: return "invalid argument";
       case errc::read_failed: return "reading a secret's bytes failed or ended early";

@@ -155,6 +155,33 @@ SecretFactory registry::make_factory(std::string_view name) const {
   return SecretFactory(std::move(b));
 }
 
+SecretFactory registry::make_factory(std::string_view name, const Guarantees& required) const {
+  SecretFactory factory = make_factory(name);
+  const Guarantees got = factory.guarantees();
+  std::string missing;
+  for (const Guarantee g : all_guarantees()) {
+    if (!has(required, g) || has(got, g)) continue;
+    std::string providers;
+    for (const auto& other : names()) {
+      try {
+        const auto maker = find(*impl_, other);
+        const std::shared_ptr<Backend> b = (*maker)();
+        if (b && has(b->describe().provides, g)) providers += (providers.empty() ? "" : ", ") + detail::quoted(other);
+      } catch (const error&) {
+        // not available on this host: it provides nothing here
+      }
+    }
+    missing += fmt::format("{}{} ({}; {})", missing.empty() ? "" : ", ", to_string(g), explain(g),
+                           providers.empty() ? "no registered backend provides it on this host"
+                                             : "provided here by " + providers);
+  }
+  if (!missing.empty()) {
+    throw error(errc::backend_unavailable, "backend " + detail::quoted(name) +
+                                               " does not provide what was required on this host: " + missing);
+  }
+  return factory;
+}
+
 registry& default_registry() {
   static registry* instance = [] {
     auto* r = new registry();  // never destroyed: see the file comment
@@ -169,10 +196,17 @@ registry& default_registry() {
 
 SecretFactory make_factory(std::string_view backend) { return default_registry().make_factory(backend); }
 
+SecretFactory make_factory(std::string_view backend, const Guarantees& required) {
+  return default_registry().make_factory(backend, required);
+}
+
 SecretFactory make_factory() {
   // Only read: a concurrent setenv() would be the caller's data race, as for any getenv().
   const char* env = std::getenv("SECUREMEMORY_BACKEND");  // NOLINT(concurrency-mt-unsafe)
-  return make_factory(env != nullptr && *env != '\0' ? std::string_view(env) : std::string_view("protectedmemory"));
+  const char* require = std::getenv("SECUREMEMORY_REQUIRE");  // NOLINT(concurrency-mt-unsafe)
+  const std::string_view name = env != nullptr && *env != '\0' ? std::string_view(env) : std::string_view("protectedmemory");
+  if (require == nullptr || *require == '\0') return make_factory(name);
+  return make_factory(name, parse_guarantees(require));
 }
 
 std::vector<std::string> backend_names() { return default_registry().names(); }

@@ -21,11 +21,12 @@
 // with errc::reentrant_close instead of deadlocking. Destroying the handle
 // from inside its own callback defers the close to the last reader.
 //
-// Backends with an integrity check (has_integrity_check()) are verified on
-// every open, on close and on Secret::verify(). A violation goes to the
+// Backends with an integrity check (describe().checks_integrity) are
+// verified on every open, on close and on Secret::verify(); an opening may
+// also report a violation itself (sealed's authentication). A violation goes to the
 // handler once (lib/violation.cpp), then the policy aborts, or quarantines
 // the secret (at once, or by the last reader still in flight) and throws
-// errc::canary_violation. A secret inherited through fork() is refused in
+// errc::integrity_violation. A secret inherited through fork() is refused in
 // the child, and closing it there only drops the mapping.
 //
 // Backends are called with the mutex held, one region at a time: they need
@@ -65,6 +66,18 @@ void on_fork_child() noexcept {
 // The innermost access this thread is inside (a linked stack of scopes).
 constinit thread_local access_scope* innermost = nullptr;
 
+// Runs a backend call; an allocation failure inside it (the backend's own
+// bookkeeping) becomes error(out_of_memory), like every other failure.
+// Backends hold nothing after a failed call, whatever threw.
+template <class F>
+decltype(auto) no_bad_alloc(F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    throw error(errc::out_of_memory, "out of memory for a secret's bookkeeping; free memory");
+  }
+}
+
 }  // namespace
 
 void ensure_initialised() {
@@ -86,7 +99,8 @@ std::uint64_t fork_generation() noexcept { return fork_counter.load(std::memory_
 // secret made with it: one pointer per secret keeps the backend alive.
 class factory_core final {
  public:
-  explicit factory_core(std::shared_ptr<backend> b) noexcept : backend_(std::move(b)) {}
+  explicit factory_core(std::shared_ptr<Backend> b) noexcept
+      : backend_(std::move(b)), checks_integrity_(backend_->describe().checks_integrity) {}
   factory_core(const factory_core&) = delete;
   factory_core& operator=(const factory_core&) = delete;
   ~factory_core() = default;
@@ -95,10 +109,13 @@ class factory_core final {
   void drop() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
-  [[nodiscard]] backend& get() const noexcept { return *backend_; }
+  [[nodiscard]] Backend& get() const noexcept { return *backend_; }
+  // Asked once, when the factory was made: it is on the path of every access.
+  [[nodiscard]] bool checks_integrity() const noexcept { return checks_integrity_; }
 
  private:
-  std::shared_ptr<backend> backend_;
+  std::shared_ptr<Backend> backend_;
+  bool checks_integrity_;
   std::atomic<std::uint64_t> refs_{1};
 };
 
@@ -134,7 +151,7 @@ class alignas(state_pool::block_size) secret_state {
                                                     "keep large data encrypted under a secret key instead",
                                                     size, max_secret_size));
       }
-      r = provider().allocate(size);
+      r = no_bad_alloc([&] { return provider().allocate(size); });
     } catch (...) {
       count_failure();
       mark_finished();
@@ -152,7 +169,7 @@ class alignas(state_pool::block_size) secret_state {
                                 quoted(provider().name()), size));
       }
       fill(data_, size, context);
-      call_protect(access::none);
+      (void)call_protect(Access::none);
     } catch (...) {
       count_failure();
       mark_finished();
@@ -186,8 +203,8 @@ class alignas(state_pool::block_size) secret_state {
     std::unique_lock lock(mutex_);
     waiting_.fetch_sub(1, std::memory_order_relaxed);
     throw_if_unusable();
-    open_locked();
-    check_integrity_locked(check);  // throws (quarantine) or aborts on a violation
+    const auto found = open_locked();
+    check_integrity_locked(check, found);  // throws (quarantine) or aborts on a violation
     readers_.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -225,12 +242,12 @@ class alignas(state_pool::block_size) secret_state {
   // Secret::verify(): an integrity check now, without keeping the secret open.
   void verify_now() {
     throw_if_inherited();
-    if (!provider().has_integrity_check()) {
+    if (!core_->checks_integrity()) {
       const std::unique_lock lock(mutex_);
       throw_if_unusable();
       return;
     }
-    begin_access(violation_check::on_verify);
+    begin_access(ViolationCheck::on_verify);
     end_access(true);
   }
 
@@ -256,15 +273,16 @@ class alignas(state_pool::block_size) secret_state {
       lock.lock();
     }
     if (finished_) return;  // another thread closed it while we waited
-    if (provider().has_integrity_check()) {
+    if (core_->checks_integrity()) {
       bool opened = true;
+      std::optional<ViolationKind> found;
       try {
-        open_locked();
+        found = open_locked();
       } catch (const error& e) {
         opened = false;  // cannot check; release all the same
         log_error(std::string("could not open a secret to check it before release: ") + e.what());
       }
-      if (opened) check_integrity_locked(violation_check::on_close);
+      if (opened) check_integrity_locked(ViolationCheck::on_close, found);
     }
     release_locked();
   }
@@ -342,8 +360,10 @@ class alignas(state_pool::block_size) secret_state {
     }
     store(r);
   }
-  void call_protect(access a) {
-    with_region([&](region& r) { provider().protect(r, a); });
+  std::optional<ViolationKind> call_protect(Access a) {
+    std::optional<ViolationKind> found;
+    with_region([&](Region& r) { found = no_bad_alloc([&] { return provider().protect(r, a); }); });
+    return found;
   }
 
   bool inside_own_access(const access_scope* scope) const noexcept;
@@ -401,33 +421,37 @@ class alignas(state_pool::block_size) secret_state {
   }
 
   // Makes the pages read-only (a) or no-access; a failure is counted.
-  void set_pages_locked(access a) {
+  // Returns what an opening found wrong (the pages then stay closed).
+  std::optional<ViolationKind> set_pages_locked(Access a) {
+    std::optional<ViolationKind> found;
     try {
-      call_protect(a);
+      found = call_protect(a);
     } catch (...) {
       count_failure();
       throw;
     }
-    readable_ = a == access::read;
+    if (!found) readable_ = a == Access::read;
+    return found;
   }
-  void open_locked() {
-    if (!readable_) set_pages_locked(access::read);
+  std::optional<ViolationKind> open_locked() {
+    if (readable_) return std::nullopt;
+    return set_pages_locked(Access::read);
   }
-  void close_pages_locked() { set_pages_locked(access::none); }
+  void close_pages_locked() { (void)set_pages_locked(Access::none); }
 
-  // With the pages readable: runs the backend's check; on a violation calls
-  // the handler (once per secret), then aborts or quarantines and throws.
-  void check_integrity_locked(violation_check check) {
-    if (!provider().has_integrity_check()) return;
-    const integrity found = provider().verify(load());
-    if (found == integrity::intact) return;
+  // After an opening: what the opening found, else (for backends with a
+  // check) what verify() finds; on a violation calls the handler (once per
+  // secret), then aborts or quarantines and throws.
+  void check_integrity_locked(ViolationCheck check, std::optional<ViolationKind> found) {
+    if (!found && core_->checks_integrity() && readable_) found = provider().verify(load());
+    if (!found) return;
     Violation v;
     v.backend = provider().name();
     v.size = size_;
     v.check = check;
-    v.kind = found == integrity::authentication_failed ? violation_kind::authentication_failed : violation_kind::canary_before_data;
-    const violation_policy policy = report_violation(v);
-    if (policy == violation_policy::abort) {
+    v.kind = *found;
+    const ViolationPolicy policy = report_violation(v);
+    if (policy == ViolationPolicy::abort) {
       log_critical("aborting after an integrity violation (policy abort)");
       std::abort();
     }
@@ -437,11 +461,13 @@ class alignas(state_pool::block_size) secret_state {
     } else {
       deferred_ = deferred::quarantine;  // the last reader in flight does it
     }
-    throw error(errc::canary_violation,
-                fmt::format("integrity violation in a {}-byte {} secret ({}, {}): the secret was wiped and "
-                            "quarantined (its pages stay mapped no-access); memory near it was overwritten, "
-                            "look for a buffer overflow or underflow",
-                            v.size, quoted(v.backend), to_string(check), to_string(v.kind)));
+    const char* cause = v.kind == ViolationKind::authentication_failed
+                            ? "its stored ciphertext failed authentication: memory was corrupted or tampered with"
+                            : "memory just in front of it was overwritten: look for a buffer underflow or a stray write";
+    throw error(errc::integrity_violation,
+                fmt::format("integrity violation in a {}-byte {} secret ({}, {}): {}; the secret was wiped and "
+                            "quarantined (its memory is never reused)",
+                            v.size, quoted(v.backend), to_string(check), to_string(v.kind), cause));
   }
 
   void quarantine_locked() noexcept {
@@ -464,7 +490,7 @@ class alignas(state_pool::block_size) secret_state {
     mark_finished();
     count_released(locked_);
     try {
-      with_region([&](region& r) { provider().release(r); });
+      with_region([&](region& r) { no_bad_alloc([&] { provider().release(r); }); });
     } catch (...) {
       count_failure();
       throw;
@@ -602,7 +628,8 @@ std::size_t Reader::read(std::span<std::byte> out) {
 
 SecretFactory::SecretFactory(std::shared_ptr<securememory::backend> b) {
   if (!b) throw error(errc::invalid_argument, "SecretFactory needs a backend, got a null pointer");
-  core_ = new detail::factory_core(std::move(b));
+  core_ = new (std::nothrow) detail::factory_core(std::move(b));
+  if (core_ == nullptr) throw error(errc::out_of_memory, "out of memory for a SecretFactory; free memory");
 }
 
 SecretFactory::SecretFactory(const SecretFactory& other) noexcept : core_(other.core_) { core_->retain(); }
@@ -618,6 +645,12 @@ SecretFactory& SecretFactory::operator=(const SecretFactory& other) noexcept {
 SecretFactory::~SecretFactory() { core_->drop(); }
 
 std::string_view SecretFactory::backend() const noexcept { return core_->get().name(); }
+
+Guarantees SecretFactory::guarantees() const noexcept { return core_->get().describe().provides; }
+
+std::string_view SecretFactory::key_backend() const noexcept { return core_->get().describe().key_backend; }
+
+backend& detail::backend_of(const SecretFactory& f) noexcept { return f.core_->get(); }
 
 Secret SecretFactory::create(std::span<std::byte> source) const {
   const detail::scrub_on_exit scrub;  // the copy's registers and stack (scrub.hpp)
@@ -678,22 +711,6 @@ Secret SecretFactory::create_from_fd(int fd, std::size_t size) const {
       }
     }
   });
-}
-
-backend::~backend() = default;
-bool backend::has_integrity_check() const noexcept { return false; }
-integrity backend::verify(const region&) const noexcept { return integrity::intact; }
-
-void backend::release_after_fork(region&) noexcept {}
-
-void backend::quarantine(region& r) noexcept {
-  try {
-    protect(r, access::read_write);
-    sodium_memzero(r.data, r.size);
-    protect(r, access::none);
-  } catch (const std::exception& e) {
-    detail::log_error(std::string("quarantining a secret failed: ") + e.what());
-  }
 }
 
 }  // namespace securememory

@@ -78,10 +78,18 @@ std::string_view to_string(violation_check c) noexcept {
   return "unknown";
 }
 
-std::string_view to_string(violation_kind k) noexcept {
+std::string_view to_string(ViolationKind k) noexcept {
   switch (k) {
-    case violation_kind::canary_before_data: return "canary_before_data";
-    case violation_kind::authentication_failed: return "authentication_failed";
+    case ViolationKind::canary_overwritten: return "canary_overwritten";
+    case ViolationKind::authentication_failed: return "authentication_failed";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(ViolationPolicy p) noexcept {
+  switch (p) {
+    case ViolationPolicy::abort: return "abort";
+    case ViolationPolicy::quarantine: return "quarantine";
   }
   return "unknown";
 }

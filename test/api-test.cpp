@@ -186,6 +186,17 @@ SM_TEST("a moved-from secret is empty and closed; move assignment closes the tar
   CHECK(empty.is_closed());
 }
 
+SM_TEST("move assignment closes the target's secret, not merely drops the handle", "[api][move]") {
+  auto factory = securememory::make_factory(any_backend());
+  auto target = factory.create_random(32);
+  auto reader = target.reader();  // a second reference to the old secret: dropping the handle would not close it
+  const auto in_use = securememory::metrics().in_use;
+  target = factory.create_random(16);
+  std::array<std::byte, 8> out{};
+  CHECK(test::error_of([&] { (void)reader.read(out); }) == errc::closed);
+  CHECK(securememory::metrics().in_use == in_use);  // one closed, one created
+}
+
 SM_TEST("metrics count secrets and their locked pages", "[api][metrics]") {
   auto factory = securememory::make_factory("protectedmemory");
   const auto before = securememory::metrics();

@@ -365,10 +365,10 @@ SM_TEST("callbacks that throw anything: the exception comes back unchanged and t
   CHECK(test::find_mapping(addr)->perms.substr(0, 3) == idle_perms);
   // A securememory::error thrown by the callback is not confused with the library's own.
   try {
-    secret.with_bytes([](std::span<const std::byte>) { throw securememory::error(errc::canary_violation, "from the callback"); });
+    secret.with_bytes([](std::span<const std::byte>) { throw securememory::error(errc::integrity_violation, "from the callback"); });
     FAIL("no exception");
   } catch (const securememory::error& e) {
-    CHECK(e.code() == errc::canary_violation);
+    CHECK(e.code() == errc::integrity_violation);
     CHECK(std::string(e.what()).rfind("from the callback", 0) == 0);
   }
   // Thrown from two nested accesses deep: both secrets are no-access again.

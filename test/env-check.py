@@ -66,6 +66,21 @@ error = out.get("error", "")
 if not error.startswith(f"{UNKNOWN_BACKEND} ") or "\x1b" in error or "\t" in error or "ev\\x1b[31mil\\x09tab" not in error:
     problems.append(f"SECUREMEMORY_BACKEND with control characters: {error!r}")
 
+# SECUREMEMORY_REQUIRE: the guarantees make_factory() demands.
+BACKEND_UNAVAILABLE = 8  # errc::backend_unavailable
+INVALID_ARGUMENT = 12    # errc::invalid_argument
+out, _ = run(SECUREMEMORY_BACKEND="protectedmemory", SECUREMEMORY_REQUIRE="locked, outside_direct_map,guard_pages")
+error = out.get("error", "")
+if not error.startswith(f"{BACKEND_UNAVAILABLE} ") or "outside_direct_map" not in error or "guard_pages" not in error \
+        or "locked (" in error or '"secretmem"' not in error:
+    problems.append(f"SECUREMEMORY_REQUIRE not met: {error!r}")
+out, _ = run(SECUREMEMORY_BACKEND="memguard", SECUREMEMORY_REQUIRE="guard_pages,canary")
+if out.get("backend") != "memguard":
+    problems.append(f"SECUREMEMORY_REQUIRE met: {out}")
+out, _ = run(SECUREMEMORY_REQUIRE="bogus")
+if not out.get("error", "").startswith(f"{INVALID_ARGUMENT} ") or "wiped_on_release" not in out.get("error", ""):
+    problems.append(f"SECUREMEMORY_REQUIRE with an unknown name: {out}")
+
 for p in problems:
     print("FAIL:", p)
 print(f"env-check: {len(problems)} problems")

@@ -197,7 +197,7 @@ TEST_CASE("underflow into the canary, policy abort: handler once, then SIGABRT",
   INFO(child.describe());
   CHECK(child.signaled);
   CHECK(child.signal == SIGABRT);
-  CHECK(report == "memguard 32 on_close canary_before_data\n");  // exactly one report
+  CHECK(report == "memguard 32 on_close canary_overwritten\n");  // exactly one report
 }
 
 TEST_CASE("underflow into the canary, policy quarantine: close throws, process goes on", "[violation]") {
@@ -209,12 +209,12 @@ TEST_CASE("underflow into the canary, policy quarantine: close throws, process g
   auto secret = securememory::make_factory("memguard").create_random(32);
   const auto* addr = test::address_of(secret);
   underflow_by_one(secret);
-  CHECK(test::error_of([&] { secret.close(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { secret.close(); }) == errc::integrity_violation);
   CHECK(r.calls == 1);
   CHECK(r.backend == "memguard");
   CHECK(r.last.size == 32);
   CHECK(r.last.check == violation_check::on_close);
-  CHECK(r.last.kind == securememory::violation_kind::canary_before_data);
+  CHECK(r.last.kind == securememory::violation_kind::canary_overwritten);
   CHECK(secret.is_closed());
   secret.close();  // no-op now; the handler is not called again
   CHECK(r.calls == 1);
@@ -249,7 +249,7 @@ TEST_CASE("the canary is checked on open and by verify()", "[violation]") {
   underflow_by_one(opened);
   bool called = false;
   CHECK(test::error_of([&] { opened.with_bytes([&](std::span<const std::byte>) { called = true; }); }) ==
-        errc::canary_violation);
+        errc::integrity_violation);
   CHECK_FALSE(called);
   CHECK(r.calls == 1);
   CHECK(r.last.check == violation_check::on_open);
@@ -257,7 +257,7 @@ TEST_CASE("the canary is checked on open and by verify()", "[violation]") {
 
   auto verified = factory.create_random(16);
   underflow_by_one(verified);
-  CHECK(test::error_of([&] { verified.verify(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { verified.verify(); }) == errc::integrity_violation);
   CHECK(r.calls == 2);
   CHECK(r.last.check == violation_check::on_verify);
   CHECK(test::error_of([&] { verified.verify(); }) == errc::closed);
@@ -270,7 +270,7 @@ TEST_CASE("a handler that throws does not stop the policy", "[violation]") {
   securememory::set_violation_policy(violation_policy::quarantine);
   auto secret = securememory::make_factory("memguard").create_random(16);
   underflow_by_one(secret);
-  CHECK(test::error_of([&] { secret.verify(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { secret.verify(); }) == errc::integrity_violation);
   CHECK(secret.is_closed());
 }
 
@@ -293,7 +293,7 @@ TEST_CASE("a violation found while a reader is inside is quarantined when the re
     still_readable = b[15] == std::byte{7};  // not wiped under this reader's feet
     CHECK(securememory::metrics().in_use == in_use);
   });
-  CHECK(found == errc::canary_violation);
+  CHECK(found == errc::integrity_violation);
   CHECK(still_readable);
   CHECK(r.calls == 1);
   CHECK(secret.is_closed());
@@ -322,7 +322,7 @@ TEST_CASE("a close() waiting for a reader wakes when that reader runs the deferr
         });
         while (!corrupted.load()) std::this_thread::yield();
         // Found by another thread while the reader is inside: quarantine deferred.
-        if (test::error_of([&] { secret.verify(); }) != errc::canary_violation) return 2;
+        if (test::error_of([&] { secret.verify(); }) != errc::integrity_violation) return 2;
         std::thread releaser([&] {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
           release = true;
@@ -379,6 +379,6 @@ TEST_CASE("an underflow into libsodium's own canary goes through the handler and
   securememory::set_violation_policy(violation_policy::quarantine);
   auto secret = securememory::make_factory("memguard").create_random(32);
   underflow_20(secret);
-  CHECK(test::error_of([&] { secret.verify(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { secret.verify(); }) == errc::integrity_violation);
   CHECK(secret.is_closed());
 }

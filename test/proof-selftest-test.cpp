@@ -44,9 +44,21 @@ class broken_backend final : public securememory::backend {
     r.locked = lock_ ? length : 0;
     return r;
   }
-  void protect(region& r, securememory::access a) override {
+  // It claims what protectedmemory provides, whatever it leaves out: the
+  // proofs must catch each broken claim.
+  [[nodiscard]] securememory::BackendDescription describe() const noexcept override {
+    securememory::BackendDescription d;
+    d.provides.locked = true;
+    d.provides.excluded_from_core_dumps = true;
+    d.provides.no_access_while_idle = true;
+    d.provides.hidden_from_fork_children = true;
+    d.provides.wiped_on_release = true;
+    return d;
+  }
+  std::optional<securememory::ViolationKind> protect(region& r, securememory::access a) override {
     const int prot = a == securememory::access::none ? PROT_NONE : a == securememory::access::read ? PROT_READ : PROT_READ | PROT_WRITE;
     os::protect(r.base, r.mapped, prot);
+    return std::nullopt;
   }
   void release(region& r) override {
     os::protect(r.base, r.mapped, PROT_READ | PROT_WRITE);

@@ -170,3 +170,67 @@ TEST_CASE("the logger is replaceable, not registered globally, and never sees se
   CHECK(securememory::set_logger(nullptr) == mine);
   CHECK(securememory::get_logger()->name() == "securememory");
 }
+
+TEST_CASE("make_factory(name, required) refuses a backend that lacks a required guarantee, naming who has it", "[registry][guarantees]") {
+  securememory::Guarantees required;
+  required.locked = true;
+  required.outside_direct_map = true;
+  required.canary = true;
+  const auto refused = test::caught([&] { (void)securememory::make_factory("protectedmemory", required); });
+  REQUIRE(refused);
+  CHECK(refused->code == errc::backend_unavailable);
+  CHECK(refused->what.find("outside_direct_map") != std::string::npos);
+  CHECK(refused->what.find("canary") != std::string::npos);
+  CHECK(refused->what.find("locked (") == std::string::npos);  // provided: not listed
+  CHECK(refused->what.find("\"memguard\"") != std::string::npos);  // who provides the canary
+  if (securememory::backend_available("secretmem")) CHECK(refused->what.find("\"secretmem\"") != std::string::npos);
+  securememory::Guarantees guarded;
+  guarded.guard_pages = true;
+  guarded.canary = true;
+  CHECK(securememory::make_factory("memguard", guarded).backend() == "memguard");
+  CHECK(securememory::make_factory("protectedmemory", securememory::Guarantees{}).backend() == "protectedmemory");
+}
+
+TEST_CASE("guarantees by name: every field, round trip through text, unknown names refused", "[guarantees]") {
+  securememory::Guarantees all;
+  for (const auto g : securememory::all_guarantees()) {
+    CAPTURE(securememory::to_string(g));
+    CHECK(securememory::guarantee_from_string(securememory::to_string(g)) == g);
+    CHECK_FALSE(securememory::explain(g).empty());
+    CHECK_FALSE(securememory::has(all, g));
+    securememory::set(all, g);
+    CHECK(securememory::has(all, g));
+  }
+  CHECK(securememory::all_guarantees().size() == 11);
+  const auto text = securememory::to_string(all);
+  const auto parsed = securememory::parse_guarantees(text);
+  CHECK(securememory::to_string(parsed) == text);
+  CHECK(securememory::to_string(securememory::parse_guarantees(" locked , canary,, ")) == "locked,canary");
+  const auto bad = test::caught([] { (void)securememory::parse_guarantees("locked,warp_drive"); });
+  REQUIRE(bad);
+  CHECK(bad->code == errc::invalid_argument);
+  CHECK(bad->what.find("\"warp_drive\"") != std::string::npos);
+}
+
+TEST_CASE("each backend's guarantees are its own description; sealed tells where its key lives", "[guarantees]") {
+  for (const std::string name : {"protectedmemory", "memguard", "secretmem", "sealed"}) {  // the built-ins
+    if (!securememory::backend_available(name)) continue;
+    CAPTURE(name);
+    const auto factory = securememory::make_factory(name);
+    const auto g = factory.guarantees();
+    CHECK(g.locked);
+    CHECK(g.excluded_from_core_dumps);
+    CHECK(g.wiped_on_release);
+    CHECK(g.hidden_from_fork_children);
+    CHECK(g.no_access_while_idle != g.encrypted_at_rest);  // one or the other keeps it out of reach while idle
+    CHECK(factory.key_backend().empty() == !g.encrypted_at_rest);
+  }
+  const auto sealed = securememory::make_factory("sealed");
+  const bool secretmem_here = securememory::backend_available("secretmem");
+  CHECK(sealed.key_backend() == (secretmem_here ? "secretmem" : "memguard"));
+  CHECK(sealed.guarantees().key_outside_direct_map == secretmem_here);
+  // A user backend that describes nothing guarantees nothing.
+  securememory::registry reg;
+  reg.add("bare", [] { return std::make_shared<test::heap_backend>(); });
+  CHECK(securememory::to_string(reg.make_factory("bare").guarantees()).empty());
+}

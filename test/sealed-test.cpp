@@ -304,8 +304,13 @@ TEST_CASE("memory per live 32-byte secret, amortised over 100,000", "[sealed][me
   const double mine = static_cast<double>(arena) / n;
   WARN("bytes per live 32-byte secret: total (RSS) " << total << ", sealed arena slot " << mine
                                                     << ", state machine and allocator " << total - mine);
-  CHECK(mine <= 64);    // nonce counter 8 + ciphertext 32 + tag 16 = 56
-  CHECK(total <= 128);  // the issue's target: slot 56 + the state's 64-byte pool block (lib/state_pool.cpp)
+  // The documented figures (docs/backends.md): a 56-byte slot (nonce
+  // counter 8 + ciphertext 32 + tag 16) and 121 bytes in all (the slot, the
+  // state's 64-byte pool block, the pool's chunk headers), within 2 bytes.
+  CHECK(mine > 55.9);
+  CHECK(mine <= 56);
+  CHECK(total >= 119);
+  CHECK(total <= 123);
 }
 
 SM_TEST("two secrets with equal plaintext have different ciphertexts", "[sealed]") {
@@ -348,7 +353,7 @@ TEST_CASE("sealed: a corrupted ciphertext, policy abort: handler once, then SIGA
   CHECK(report == "sealed 32 on_open authentication_failed\n");  // exactly one report, before the abort
 }
 
-SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: canary_violation, wiped", "[sealed][violation]") {
+SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: integrity_violation, wiped", "[sealed][violation]") {
   const test::violation_settings_guard restore;
   int calls = 0;
   securememory::Violation last;
@@ -367,7 +372,7 @@ SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: c
     ct.data()[offset] ^= std::byte{0x80};
     bool called = false;
     CHECK(test::error_of([&] { secret.with_bytes([&](std::span<const std::byte>) { called = true; }); }) ==
-          errc::canary_violation);
+          errc::integrity_violation);
     CHECK_FALSE(called);
     CHECK(calls == 1);
     CHECK(last.kind == violation_kind::authentication_failed);
@@ -378,6 +383,34 @@ SM_TEST("sealed: a corrupted nonce, ciphertext or tag byte, policy quarantine: c
     // Quarantined: the slot is wiped and never handed out again.
     CHECK(test::all_zero_at(ct.data() - 8, 8 + ct.size()));
     CHECK(securememory::detail::sealed_stats().live_slots == before.live_slots - 1);
+    // Free slots of the same size exist (closed secrets'), and the next
+    // secrets take them, never the quarantined one.
+    {
+      std::vector<securememory::Secret> freed;
+      for (int i = 0; i < 8; ++i) freed.push_back(factory.create_random(32));
+    }
+    std::vector<securememory::Secret> next;
+    for (int i = 0; i < 16; ++i) {
+      next.push_back(factory.create_random(32));
+      CHECK(ct_of(next.back()).data() != ct.data());
+    }
+  }
+}
+
+SM_TEST("sealed: closing wipes the ciphertext slot, not only the scratch", "[sealed][wipe]") {
+  auto factory = securememory::make_factory("sealed");
+  for (const std::size_t size : {std::size_t{32}, std::size_t{1000}}) {  // slots of two size classes
+    CAPTURE(size);
+    auto keep = factory.create_random(size);  // a neighbour, so the slot's memory stays ours after close
+    auto secret = factory.create_random(size);
+    const auto r = securememory::detail::region_of(secret);
+    auto* slot = static_cast<const std::byte*>(r.base);
+    REQUIRE(slot != nullptr);
+    CHECK_FALSE(test::all_zero_at(slot + 8, size));  // ciphertext, before
+    secret.close();
+    // Ciphertext and tag wiped; the nonce counter's 8 bytes were wiped too
+    // and now hold the free list's link to the next free slot.
+    CHECK(test::all_zero_at(slot + 8, r.mapped - 8));
   }
 }
 
@@ -391,10 +424,10 @@ SM_TEST("sealed: verify() and close() authenticate the ciphertext too", "[sealed
   intact.verify();
   auto verified = factory.create_random(16);
   ct_of(verified)[0] ^= std::byte{1};
-  CHECK(test::error_of([&] { verified.verify(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { verified.verify(); }) == errc::integrity_violation);
   auto closed = factory.create_random(16);
   ct_of(closed)[15] ^= std::byte{1};
-  CHECK(test::error_of([&] { closed.close(); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { closed.close(); }) == errc::integrity_violation);
   CHECK(seen == std::vector<violation_check>{violation_check::on_verify, violation_check::on_close});
 }
 
@@ -408,7 +441,7 @@ SM_TEST("sealed: a ciphertext copied into another secret's slot does not open", 
   auto b = factory.create_random(32);
   const auto b_ct = ct_of(b);
   std::memcpy(b_ct.data() - 8, a_ct.data() - 8, 8 + a_ct.size());  // nonce, ciphertext and tag of a
-  CHECK(test::error_of([&] { b.with_bytes([](std::span<const std::byte>) {}); }) == errc::canary_violation);
+  CHECK(test::error_of([&] { b.with_bytes([](std::span<const std::byte>) {}); }) == errc::integrity_violation);
   CHECK(a.with_bytes([](std::span<const std::byte> p) { return p.size(); }) == 32);
 }
 

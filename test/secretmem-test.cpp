@@ -10,6 +10,8 @@
 #include "backends/secretmem.hpp"
 #include "support.hpp"
 
+#include "backends/sealed.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -102,7 +104,7 @@ TEST_CASE("secretmem is registered, and available exactly when the kernel grants
 }
 
 SM_TEST("a memfd_secret refused by the kernel makes secretmem unavailable, once probed, and leaks nothing", "[secretmem][probe]") {
-  const int err = GENERATE(ENOSYS, EINVAL, EPERM);
+  const int err = GENERATE(ENOSYS, EINVAL, EPERM, EOPNOTSUPP);
   CAPTURE(err);
   const fresh_probe probe;
   const auto fds = open_descriptors();
@@ -134,12 +136,66 @@ SM_TEST("a memfd_secret refused by the kernel makes secretmem unavailable, once 
 
 TEST_CASE("a transient memfd_secret failure is reported as unavailable but probed again", "[secretmem][probe]") {
   if (!secretmem_here()) return;
+  const int err = GENERATE(EMFILE, ENFILE, ENOMEM);
+  CAPTURE(err);
   const fresh_probe probe;
   {
-    test::fault_injector fault(call::memfd_secret, EMFILE);
+    test::fault_injector fault(call::memfd_secret, err);
     CHECK(test::error_of([] { (void)securememory::make_factory("secretmem"); }) == errc::backend_unavailable);
   }
   CHECK(securememory::backend_available("secretmem"));
+}
+
+SM_TEST("hibernation: with the page cache at 0, no memfd_secret mapping outlives the last secret, sealed's key included", "[secretmem][sealed][hibernation]") {
+  if (!secretmem_here()) return;
+  const auto c = test::run_in_child([] {
+    // A fresh process: the parent's arenas are not mapped here.
+    if (secretmem_mappings() != 0) return 2;
+    {
+      const test::page_cache_limit keep_nothing(0);
+      auto sealed = securememory::make_factory("sealed").create_random(32);
+      auto direct = securememory::make_factory("secretmem").create_random(32);
+      if (securememory::detail::sealed_key_backend(securememory::detail::backend_of(securememory::make_factory("sealed"))) != "secretmem") return 3;
+      if (secretmem_mappings() == 0) return 4;
+      sealed.close();
+      direct.close();
+      if (secretmem_mappings() != 0) return 5;  // before the fix: sealed's key kept its arena for good
+    }
+    // With a bound above 0 the key is kept for the next sealed secret...
+    securememory::set_page_cache_limit(std::size_t{1} << 20U);
+    (void)securememory::make_factory("sealed").create_random(32);
+    if (secretmem_mappings() == 0) return 6;
+    // ...until the bound goes to 0.
+    securememory::set_page_cache_limit(0);
+    return secretmem_mappings() == 0 ? 0 : 7;
+  });
+  INFO(c.describe());
+  CHECK(c.exited);
+  CHECK(c.exit_code == 0);
+}
+
+SM_TEST("a slot that cannot be made no-access again at release is never handed out again", "[secretmem][faults]") {
+  if (!secretmem_here()) return;
+  const fresh_cache cache(1U << 20U);
+  auto factory = securememory::make_factory("secretmem");
+  auto keep = factory.create_random(32);  // keeps the arena mapped
+  auto secret = factory.create_random(32);
+  const auto* addr = test::address_of(secret);
+  {
+    // close(): mprotect 0 makes the slot writable for the wipe, mprotect 1
+    // would make it no-access again.
+    test::fault_injector fault(call::mprotect, ENOMEM, 1);
+    const auto e = test::caught([&] { secret.close(); });
+    REQUIRE(e);
+    CHECK(e->code == errc::release_failed);
+    CHECK(fault.injected() == 1);
+  }
+  CHECK(securememory::metrics().cached_bytes == 0);  // not in the cache
+  std::vector<securememory::Secret> later;
+  for (int i = 0; i < 8; ++i) {
+    later.push_back(factory.create_random(32));
+    CHECK(test::address_of(later.back()) != addr);  // before the fix: the rw slot went back to the free list
+  }
 }
 
 namespace {
@@ -226,10 +282,18 @@ SM_TEST("10,000 live secrets hold no descriptor; each is a mapping of its own be
   // dozen arenas for 10,000 one-page secrets); a guard mapping after each slot.
   CHECK(maps >= count);
   CHECK(maps <= count + 64);
-  // 2 per secret; the 5% slack is for the sanitizer runtimes' own mappings
-  // (TSan's shadow grows with the new memory: 81 more measured in CI), a third
-  // mapping per secret would still be caught.
-  CHECK(all <= 2 * count + count / 20);
+  // The documented figure (docs/backends.md): 2 per secret (slot, guard) and
+  // 1 per arena (its trailing guard): 20,029 measured for 10,000 one-page
+  // secrets in 28 arenas, within 8 for the allocator's own mappings. The
+  // sanitizer runtimes add mappings of their own as memory grows (TSan: 81
+  // to 121 in CI runs): 5% slack there, so a third mapping per secret would
+  // still be caught.
+  if (test::sanitizer() == nullptr) {
+    CHECK(all >= 2 * count + 28 - 8);
+    CHECK(all <= 2 * count + 28 + 8);
+  } else {
+    CHECK(all <= 2 * count + count / 20);
+  }
   CHECK(securememory::metrics().locked_bytes - locked_before == count * page);
   std::set<std::uintptr_t> pages;
   for (const auto& s : secrets) pages.insert(reinterpret_cast<std::uintptr_t>(test::address_of(s)) / page);

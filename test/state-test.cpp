@@ -50,9 +50,10 @@ class recording_backend final : public securememory::backend {
     return r;
   }
 
-  void protect(securememory::region& r, securememory::access a) override {
+  std::optional<securememory::ViolationKind> protect(securememory::region& r, securememory::access a) override {
     check(r);
     r.current = a;
+    return std::nullopt;
   }
 
   void release(securememory::region& r) override {

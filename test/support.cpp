@@ -73,9 +73,10 @@ securememory::region heap_backend::allocate(std::size_t size) {
   return r;
 }
 
-void heap_backend::protect(securememory::region& /*r*/, securememory::access a) {
+std::optional<securememory::ViolationKind> heap_backend::protect(securememory::region& /*r*/, securememory::access a) {
   last_access = a;
   ++protects;
+  return std::nullopt;
 }
 
 void heap_backend::release(securememory::region& r) {
@@ -94,7 +95,9 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
-bool plaintext_in_scratch(std::string_view backend) { return backend == "sealed"; }
+bool plaintext_in_scratch(std::string_view backend) {
+  return securememory::make_factory(backend).guarantees().encrypted_at_rest;
+}
 
 bool all_zero_at(const std::byte* p, std::size_t n) {
   const auto* v = static_cast<const volatile std::byte*>(p);

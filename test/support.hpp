@@ -160,7 +160,7 @@ class heap_backend final : public securememory::backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "test-heap"; }
   [[nodiscard]] securememory::region allocate(std::size_t size) override;
-  void protect(securememory::region& r, securememory::access a) override;
+  std::optional<securememory::ViolationKind> protect(securememory::region& r, securememory::access a) override;
   void release(securememory::region& r) override;
   int allocations = 0;
   int protects = 0;
@@ -202,10 +202,10 @@ constexpr const char* sanitizer() {
 
 // ---- misc -------------------------------------------------------------------
 
-/// True for backends that keep a secret encrypted at rest and open it into a
-/// locked, dump-excluded scratch buffer that stays mapped read-write and is
-/// wiped when the access ends ("sealed"), instead of pages that fault
-/// outside an access. Tests of "faults outside/on write" check the honest
+/// True for backends that declare they keep a secret encrypted at rest
+/// (Guarantees::encrypted_at_rest: sealed) and open it into a locked,
+/// dump-excluded scratch buffer that stays mapped read-write and is wiped
+/// when the access ends, instead of pages that fault outside an access. Tests of "faults outside/on write" check the honest
 /// equivalent for them: nothing but zeros there afterwards, writes never
 /// reach the stored secret.
 bool plaintext_in_scratch(std::string_view backend);

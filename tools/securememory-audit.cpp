@@ -1,16 +1,21 @@
-// securememory-audit: proves, on this host, every guarantee of every
-// registered backend, and reports what the host offers.
+// securememory-audit: proves, on this host, every guarantee every
+// registered backend declares, and reports what the host offers.
 //
 // Theory of operation: for each backend in backend_names() (or those named
-// with --backend) it runs each check of the proof library (lib/proof/, the
-// same code the test suite runs; or those named with --check): kernel core
-// dumps, a gcore snapshot, smaps Locked, wiping at unmap, no access,
-// /proc/PID/mem visibility, fork, memlock exhaustion, and a round trip.
-// It prints a table backend x check (PASS / FAIL / SKIP), the detail of
-// every cell (with the reason for each SKIP and FAIL), then the host's
-// capabilities; --json prints the same as one JSON object. Exit status: 0
-// when every check passed or was skipped, 1 when any failed, 2 on a usage
-// error. Checks clean up after themselves: core files live in temporary
+// with --backend) it prints what the backend declares it guarantees here
+// (Backend::describe(), the same as SecretFactory::guarantees()), then runs
+// each check of the proof library (lib/proof/, the same code the test suite
+// runs; or those named with --check), one per guarantee: kernel core dumps,
+// a gcore snapshot, smaps Locked, memlock exhaustion, wiping at unmap, no
+// access, plaintext at rest, /proc/PID/mem visibility of the secret and of
+// the key, guard pages, the canary, tampering, fork, and a round trip. A
+// check of a declared guarantee PASSes or FAILs; one the backend does not
+// declare is N/A. It prints a table backend x check (PASS / FAIL / SKIP /
+// N/A), the detail of every cell (with the reason for each SKIP and FAIL),
+// then the host's capabilities; --json prints the same as one JSON object.
+// Exit status: 0 when no check failed, 1 when any failed, 2 on a usage
+// error. --selftest-broken adds a backend that declares every page
+// guarantee and keeps none (heap memory), to show that the audit fails. Checks clean up after themselves: core files live in temporary
 // directories that are removed, every child is reaped (or killed after a
 // timeout); each check runs in a child of its own, so one that crashes is
 // reported as a FAIL and the others still run. No secret byte is ever printed: details are counts, sizes and
@@ -60,11 +65,52 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+// A backend that declares what protectedmemory provides and keeps none of
+// it: plain heap memory. Its checks must FAIL (--selftest-broken).
+class broken_backend final : public securememory::Backend {
+ public:
+  [[nodiscard]] std::string_view name() const noexcept override { return "audit-selftest-broken"; }
+  [[nodiscard]] securememory::BackendDescription describe() const noexcept override {
+    securememory::BackendDescription d;
+    d.provides.locked = true;
+    d.provides.excluded_from_core_dumps = true;
+    d.provides.no_access_while_idle = true;
+    d.provides.hidden_from_fork_children = true;
+    d.provides.wiped_on_release = true;
+    return d;
+  }
+  [[nodiscard]] securememory::Region allocate(std::size_t size) override {
+    securememory::Region r;
+    r.base = ::operator new(size);
+    r.data = static_cast<std::byte*>(r.base);
+    r.size = size;
+    r.mapped = size;
+    return r;
+  }
+  std::optional<securememory::ViolationKind> protect(securememory::Region& r, securememory::Access a) override {
+    r.current = a;
+    return std::nullopt;
+  }
+  void release(securememory::Region& r) override {
+    ::operator delete(r.base);  // not wiped
+    r = securememory::Region{};
+  }
+};
+
+void register_broken_backend() {
+  securememory::register_backend("audit-selftest-broken", [] {
+    static const auto instance = std::make_shared<broken_backend>();
+    return instance;
+  });
+}
+
 void usage(std::ostream& out) {
-  out << "usage: securememory-audit [--json] [--backend NAME]... [--check NAME]...\n"
-         "Proves every guarantee of every backend on this host and prints a table\n"
-         "(PASS / FAIL / SKIP with reason) and the host's capabilities.\n"
-         "Exit status: 0 all passed or skipped, 1 any failed, 2 usage error.\n"
+  out << "usage: securememory-audit [--json] [--backend NAME]... [--check NAME]... [--selftest-broken]\n"
+         "Proves every guarantee every backend declares on this host and prints a table\n"
+         "(PASS / FAIL / SKIP with reason / N/A: not declared) and the host's capabilities.\n"
+         "Exit status: 0 no check failed, 1 any failed, 2 usage error.\n"
+         "--selftest-broken registers \"audit-selftest-broken\", which declares guarantees it does\n"
+         "not keep: its checks FAIL (to see the audit fail).\n"
          "checks:\n";
   for (const auto& c : proof::all_checks()) out << "  " << c.name << std::string(12 - std::min<std::size_t>(c.name.size(), 11), ' ') << c.title << "\n";
 }
@@ -89,6 +135,18 @@ void print_text(const std::vector<std::string>& backends, const std::vector<cons
     }
     std::cout << "\n";
   }
+  std::cout << "\nguarantees declared on this host (Backend::describe())\n";
+  for (const auto& b : backends) {
+    try {
+      const auto factory = securememory::make_factory(b);
+      const auto g = factory.guarantees();
+      std::cout << "  " << pad(b, width) << (securememory::to_string(g).empty() ? "(none)" : securememory::to_string(g));
+      if (!factory.key_backend().empty()) std::cout << "; key in " << factory.key_backend();
+      std::cout << "\n";
+    } catch (const std::exception& e) {
+      std::cout << "  " << pad(b, width) << "(not available: " << e.what() << ")\n";
+    }
+  }
   std::cout << "\ndetails\n";
   for (const auto& x : cells) {
     std::cout << "  " << x.backend << " / " << x.check << ": " << proof::status_name(x.result.state) << " ("
@@ -99,7 +157,7 @@ void print_text(const std::vector<std::string>& backends, const std::vector<cons
   std::cout << "\nresult: " << (ok ? "OK (no FAIL)" : "FAIL") << "\n";
 }
 
-void print_json(const std::vector<cell>& cells, bool ok) {
+void print_json(const std::vector<std::string>& backends, const std::vector<cell>& cells, bool ok) {
   std::cout << "{\n  \"results\": [\n";
   for (std::size_t i = 0; i < cells.size(); ++i) {
     const auto& x = cells[i];
@@ -113,6 +171,24 @@ void print_json(const std::vector<cell>& cells, bool ok) {
   for (std::size_t i = 0; i < host.size(); ++i) {
     std::cout << "    " << json_string(host[i].first) << ": " << json_string(host[i].second) << (i + 1 < host.size() ? "," : "")
               << "\n";
+  }
+  std::cout << "  },\n  \"guarantees\": {\n";
+  for (std::size_t i = 0; i < backends.size(); ++i) {
+    std::cout << "    " << json_string(backends[i]) << ": {";
+    try {
+      const auto factory = securememory::make_factory(backends[i]);
+      const auto g = factory.guarantees();
+      bool first = true;
+      for (const auto which : securememory::all_guarantees()) {
+        std::cout << (first ? "" : ", ") << json_string(std::string(securememory::to_string(which))) << ": "
+                  << (securememory::has(g, which) ? "true" : "false");
+        first = false;
+      }
+      std::cout << ", \"key_backend\": " << json_string(std::string(factory.key_backend()));
+    } catch (const std::exception& e) {
+      std::cout << "\"unavailable\": " << json_string(e.what());
+    }
+    std::cout << "}" << (i + 1 < backends.size() ? "," : "") << "\n";
   }
   std::cout << "  },\n  \"result\": " << json_string(ok ? "pass" : "fail") << "\n}\n";
 }
@@ -138,6 +214,8 @@ int main(int argc, char** argv) {
         usage(std::cerr);
         return 2;
       }
+    } else if (arg == "--selftest-broken") {
+      register_broken_backend();
     } else if (arg == "--help" || arg == "-h") {
       usage(std::cout);
       return 0;
@@ -186,7 +264,7 @@ int main(int argc, char** argv) {
     }
   }
   if (json) {
-    print_json(cells, ok);
+    print_json(backends, cells, ok);
   } else {
     print_text(backends, checks, cells, ok);
   }

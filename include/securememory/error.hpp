@@ -20,10 +20,11 @@ enum class errc : int {
   duplicate_backend,    ///< A backend is already registered under that name.
   backend_unavailable,  ///< The backend exists but cannot run on this host.
   reentrant_close,      ///< close() called from inside the same secret's with_bytes callback.
-  canary_violation,     ///< Memory next to a secret was found corrupted.
+  integrity_violation,  ///< Memory next to a secret was overwritten, or its stored form altered (policy quarantine).
   release_failed,       ///< The secret was wiped, but unlocking or unmapping its pages failed.
   invalid_argument,     ///< A null callable or other malformed argument was passed.
   read_failed,          ///< Reading a secret's bytes from a file descriptor failed or ended early.
+  canary_violation = integrity_violation,  ///< The earlier name of integrity_violation.
 };
 
 /// The std::error_category named "securememory".

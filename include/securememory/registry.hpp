@@ -54,6 +54,11 @@ class SECUREMEMORY_API registry {
   /// (error(backend_unavailable)), or error(invalid_argument) when the maker
   /// returned null.
   [[nodiscard]] SecretFactory make_factory(std::string_view name) const;
+  /// make_factory(name), refused with error(backend_unavailable) when the
+  /// backend does not provide every guarantee set in `required` on this
+  /// host; the message names each one missing and the registered backends
+  /// that provide it here.
+  [[nodiscard]] SecretFactory make_factory(std::string_view name, const Guarantees& required) const;
 
  private:
   detail::registry_impl* impl_;
@@ -63,13 +68,19 @@ class SECUREMEMORY_API registry {
 SECUREMEMORY_API registry& default_registry();
 
 /// default_registry().make_factory(name).
-SECUREMEMORY_API SecretFactory make_factory(std::string_view backend);
-/// make_factory(env SECUREMEMORY_BACKEND if set and not empty, else "protectedmemory").
-SECUREMEMORY_API SecretFactory make_factory();
+[[nodiscard]] SECUREMEMORY_API SecretFactory make_factory(std::string_view backend);
+/// default_registry().make_factory(name, required).
+[[nodiscard]] SECUREMEMORY_API SecretFactory make_factory(std::string_view backend, const Guarantees& required);
+/// make_factory(env SECUREMEMORY_BACKEND if set and not empty, else
+/// "protectedmemory", env SECUREMEMORY_REQUIRE): SECUREMEMORY_REQUIRE is a
+/// comma-separated list of Guarantees field names
+/// ("outside_direct_map,guard_pages"); an unknown name is
+/// error(invalid_argument).
+[[nodiscard]] SECUREMEMORY_API SecretFactory make_factory();
 /// default_registry().names().
-SECUREMEMORY_API std::vector<std::string> backend_names();
+[[nodiscard]] SECUREMEMORY_API std::vector<std::string> backend_names();
 /// default_registry().available(name).
-SECUREMEMORY_API bool backend_available(std::string_view name);
+[[nodiscard]] SECUREMEMORY_API bool backend_available(std::string_view name);
 /// default_registry().add(name, maker).
 SECUREMEMORY_API void register_backend(std::string name, BackendMaker maker);
 

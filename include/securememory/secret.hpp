@@ -22,6 +22,7 @@ namespace securememory {
 inline constexpr std::size_t max_secret_size = (std::size_t{1} << 32) - (std::size_t{1} << 20);
 
 class Secret;
+class SecretFactory;
 
 namespace detail {
 class secret_state;
@@ -69,6 +70,8 @@ inline constexpr bool nullable_callable_v = std::is_pointer_v<T> || is_std_funct
 
 /// The region a secret holds (internal, for tests; not exported).
 region region_of(const Secret& s) noexcept;
+/// The backend object of a factory (internal, for tests; not exported).
+backend& backend_of(const SecretFactory& f) noexcept;
 
 /// Throws error(invalid_argument) for a null with_bytes callback.
 [[noreturn]] SECUREMEMORY_API void throw_null_callback();
@@ -242,7 +245,19 @@ class SECUREMEMORY_API SecretFactory {
   /// Name of the backend.
   [[nodiscard]] std::string_view backend() const noexcept;
 
+  /// What this factory's backend guarantees on this host now: its own
+  /// description, with what it found here (sealed: whether its key is
+  /// outside the kernel's direct map). See guarantees.hpp. May probe the
+  /// host the first time (sealed's key backend); never throws.
+  [[nodiscard]] Guarantees guarantees() const noexcept;
+
+  /// The backend holding this backend's key ("secretmem" or "memguard" for
+  /// sealed, where memfd_secret works or not), "" for backends without a
+  /// key. Never throws.
+  [[nodiscard]] std::string_view key_backend() const noexcept;
+
  private:
+  friend securememory::backend& detail::backend_of(const SecretFactory& f) noexcept;
   using fill_callback = void (*)(std::span<std::byte> bytes, void* context);
   [[nodiscard]] Secret create_with_callback(std::size_t size, fill_callback fill, void* context) const;
 

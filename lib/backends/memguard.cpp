@@ -108,9 +108,23 @@ class memguard final : public backend {
     return r;
   }
 
-  void protect(region& r, access a) override {
+  [[nodiscard]] BackendDescription describe() const noexcept override {
+    BackendDescription d;
+    d.provides.locked = true;
+    d.provides.excluded_from_core_dumps = true;
+    d.provides.no_access_while_idle = true;
+    d.provides.guard_pages = true;
+    d.provides.canary = true;
+    d.provides.hidden_from_fork_children = true;
+    d.provides.wiped_on_release = true;
+    d.checks_integrity = true;
+    return d;
+  }
+
+  std::optional<ViolationKind> protect(region& r, access a) override {
     const auto [start, length] = unprotected_range(r);
     protect_pages(start, length, r, a);
+    return std::nullopt;
   }
 
   void release(region& r) override {
@@ -131,13 +145,12 @@ class memguard final : public backend {
     r = region{};
   }
 
-  [[nodiscard]] bool has_integrity_check() const noexcept override { return true; }
-
-  [[nodiscard]] integrity verify(const region& r) const noexcept override {
+  [[nodiscard]] std::optional<ViolationKind> verify(const region& r) const noexcept override {
     const auto* ours = static_cast<const unsigned char*>(r.base);
     const bool intact = sodium_memcmp(ours, canary_.data(), canary_size) == 0 &&
                         sodium_memcmp(ours - sodium_canary_size, sodium_canary_.data(), sodium_canary_size) == 0;
-    return intact ? integrity::intact : integrity::canary_corrupted;
+    if (intact) return std::nullopt;
+    return ViolationKind::canary_overwritten;
   }
 
   void quarantine(region& r) noexcept override {

@@ -63,7 +63,20 @@ class protectedmemory final : public backend {
     return make_region(map_locked(length, user), size, length);
   }
 
-  void protect(region& r, access a) override { protect_pages(r.base, r.mapped, r, a); }
+  [[nodiscard]] BackendDescription describe() const noexcept override {
+    BackendDescription d;
+    d.provides.locked = true;
+    d.provides.excluded_from_core_dumps = true;
+    d.provides.no_access_while_idle = true;
+    d.provides.hidden_from_fork_children = true;
+    d.provides.wiped_on_release = true;
+    return d;
+  }
+
+  std::optional<ViolationKind> protect(region& r, access a) override {
+    protect_pages(r.base, r.mapped, r, a);
+    return std::nullopt;
+  }
 
   void release(region& r) override {
     int wipe_err = 0;

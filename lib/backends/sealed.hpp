@@ -57,6 +57,9 @@ sealed_usage sealed_stats() noexcept;
 /// in this process now. Thread-safe.
 std::size_t sealed_locked_bytes() noexcept;
 
+/// True when b is a sealed backend (the layout below applies to its regions).
+bool is_sealed(const backend& b) noexcept;
+
 /// The ciphertext and tag in a sealed secret's slot (the nonce counter is
 /// the 8 bytes before it), for tests that corrupt or compare ciphertexts.
 std::span<std::byte> sealed_ciphertext_of(const region& r) noexcept;
@@ -69,5 +72,9 @@ std::span<const std::byte> sealed_key_for_tests() noexcept;
 /// Name of the backend holding b's key now ("" when b is not sealed or has
 /// no key in this process).
 std::string_view sealed_key_backend(const backend& b) noexcept;
+
+/// b's key in place (read-only) when b is a sealed backend with a key in
+/// this process; else empty. For the proofs (lib/proof) that look for it.
+std::span<const std::byte> key_bytes_of(const backend& b) noexcept;
 
 }  // namespace securememory::detail

@@ -32,6 +32,7 @@ const char* status_name(status s) noexcept {
     case status::pass: return "PASS";
     case status::fail: return "FAIL";
     case status::skip: return "SKIP";
+    case status::not_provided: return "N/A";
   }
   return "?";
 }
@@ -39,10 +40,12 @@ const char* status_name(status s) noexcept {
 result combine(const std::vector<std::pair<std::string, result>>& parts) {
   bool any_fail = false;
   bool all_skip = !parts.empty();
+  bool none_provided = !parts.empty();
   std::string detail;
   for (const auto& [label, r] : parts) {
     any_fail = any_fail || r.state == status::fail;
     all_skip = all_skip && r.state == status::skip;
+    none_provided = none_provided && r.state == status::not_provided;
     if (!detail.empty()) detail += "; ";
     detail += label;
     if (r.state != status::pass) detail += std::string(" ") + status_name(r.state);
@@ -50,6 +53,7 @@ result combine(const std::vector<std::pair<std::string, result>>& parts) {
   }
   if (any_fail) return result::fail(detail);
   if (all_skip) return result::skip(detail);
+  if (none_provided) return result::not_provided(detail);
   return result::pass(detail);
 }
 

@@ -432,6 +432,7 @@ result live_gcore(const std::string& backend, std::size_t size, core_scan* scan_
 }
 
 result check_core_dumps(const std::string& backend) {
+  if (auto no = undeclared(backend, Guarantee::excluded_from_core_dumps)) return *no;
   std::vector<std::pair<std::string, result>> parts;
   if (const auto why = core_dump_limit(); !why.empty()) return result::skip(why);
   for (const std::size_t size : secret_sizes()) {
@@ -443,6 +444,7 @@ result check_core_dumps(const std::string& backend) {
 }
 
 result check_gcore(const std::string& backend) {
+  if (auto no = undeclared(backend, Guarantee::excluded_from_core_dumps)) return *no;
   if (const auto s = sanitizer_limit(); !s.empty()) return result::skip(std::string(s));
   if (gcore_path().empty()) return result::skip("gdb's gcore is not installed (apt-get install gdb)");
   std::vector<std::pair<std::string, result>> parts;

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -21,6 +22,8 @@
 #include <vector>
 
 #include <sys/types.h>
+
+#include <securememory/backend.hpp>
 
 namespace securememory::proof {
 
@@ -43,9 +46,13 @@ std::vector<smaps_mapping> read_smaps();
 
 // ---- results ------------------------------------------------------------------
 
-enum class status : unsigned char { pass, fail, skip };
+/// pass / fail: the backend declares what the check proves, and the proof
+/// holds / is contradicted. skip: the host or build cannot run the proof.
+/// not_provided: the backend does not declare it (nothing to prove; the
+/// detail may say what was measured anyway).
+enum class status : unsigned char { pass, fail, skip, not_provided };
 
-/// "PASS", "FAIL", "SKIP".
+/// "PASS", "FAIL", "SKIP", "N/A".
 const char* status_name(status s) noexcept;
 
 struct result {
@@ -55,6 +62,7 @@ struct result {
   static result pass(std::string d) { return {status::pass, std::move(d)}; }
   static result fail(std::string d) { return {status::fail, std::move(d)}; }
   static result skip(std::string d) { return {status::skip, std::move(d)}; }
+  static result not_provided(std::string d) { return {status::not_provided, std::move(d)}; }
 };
 
 /// Joins the results of the parts of one check ("32 B: ...; 1 MiB: ..."):
@@ -66,7 +74,14 @@ struct check {
   std::string_view name;   ///< Short column name ("core-dump").
   std::string_view title;  ///< What it proves, one line.
   result (*run)(const std::string& backend);
+  /// The guarantee it proves for backends that declare it (their
+  /// description); none: a check every backend must pass (round trip).
+  std::optional<Guarantee> proves;
 };
+
+/// How the named backend describes itself on this host (make_factory
+/// throws for an unknown or unavailable one).
+BackendDescription description_of(const std::string& backend);
 
 /// Every check, in table order.
 std::span<const check> all_checks();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <securememory/guarantees.hpp>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,33 @@ namespace securememory::proof {
 /// SIGKILL after timeout_seconds.
 child_status wait_child(pid_t pid, int timeout_seconds);
 
-/// The checks, one function each (dumps.cpp, wipe.cpp, checks.cpp).
+/// The checks, one function each: dumps.cpp, wipe.cpp, pages.cpp,
+/// visibility.cpp, lifecycle.cpp, integrity.cpp; checks.cpp holds the table.
 result check_core_dumps(const std::string& backend);
 result check_gcore(const std::string& backend);
 result check_wiping(const std::string& backend);
+result check_swap(const std::string& backend);
+result check_no_access(const std::string& backend);
+result check_at_rest(const std::string& backend);
+result check_guard_pages(const std::string& backend);
+result check_ptrace(const std::string& backend);
+result check_key(const std::string& backend);
+result check_fork(const std::string& backend);
+result check_memlock(const std::string& backend);
+result check_canary(const std::string& backend);
+result check_tamper(const std::string& backend);
+
+/// Nothing, when the backend declares `g`; else the not_provided result a
+/// check of `g` returns for it.
+std::optional<result> undeclared(const std::string& backend, Guarantee g);
+
+/// The page size.
+std::size_t page_size();
+
+
+/// Address of a secret's first byte (read inside with_bytes).
+const std::byte* address_of(const Secret& s);
+
 
 /// Path of gdb's gcore script, or "" when it is not installed.
 std::string gcore_path();
@@ -132,5 +156,27 @@ class holding_child {
   std::uintptr_t address_ = 0;
   std::optional<child_status> end_;
 };
+
+/// What a forked child (run_child) reports through a pipe: a line of text.
+/// The child writes with write_all(report_fd(), ...); the parent reads it
+/// with text() after the child ended.
+class child_report {
+ public:
+  child_report() = default;
+  [[nodiscard]] int report_fd() const noexcept { return pipe_.write_fd; }
+  /// In the parent, after the child ended: everything it wrote.
+  std::string text();
+
+ private:
+  pipe_pair pipe_;
+};
+
+/// One check per size of secret_sizes(), combined ("32 B: ...; 1 MiB: ...").
+template <class Check>
+result per_size(Check&& check) {
+  std::vector<std::pair<std::string, result>> parts;
+  for (const auto size : secret_sizes()) parts.emplace_back(size_label(size), check(size));
+  return combine(parts);
+}
 
 }  // namespace securememory::proof

@@ -171,6 +171,18 @@ std::string_view sealing_key::backend_name() const noexcept {
                                                                                          : std::string_view{};
 }
 
+std::shared_ptr<Backend> sealing_key::backend_for_description() const noexcept {
+  {
+    const std::lock_guard lock(mutex_);
+    if (generation_.load(std::memory_order_relaxed) == current_generation() && backend_) return backend_;
+  }
+  try {
+    return source_();
+  } catch (...) {
+    return nullptr;  // no key backend on this host: the key cannot be made
+  }
+}
+
 std::span<const std::byte> sealing_key::bytes_for_tests() const noexcept {
   if (generation_.load(std::memory_order_acquire) != current_generation()) return {};
   return {region_.data, key_bytes};

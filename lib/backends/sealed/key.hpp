@@ -66,6 +66,10 @@ class sealing_key {
   [[nodiscard]] std::size_t locked_bytes() const noexcept;
   /// The backend the key lives in now ("" when there is none).
   [[nodiscard]] std::string_view backend_name() const noexcept;
+  /// The backend the key lives in now, or the one it would be made in
+  /// (null when none can be had). For descriptions, not for the path of an
+  /// access: it may probe the host.
+  [[nodiscard]] std::shared_ptr<Backend> backend_for_description() const noexcept;
   /// The key in place (read-only), for the tests that look for it in core
   /// dumps; empty when this process has none.
   [[nodiscard]] std::span<const std::byte> bytes_for_tests() const noexcept;

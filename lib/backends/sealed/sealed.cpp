@@ -13,8 +13,8 @@
 //                        give it back; data = nullptr
 //   protect(read)        take a chunk, open the slot into it; data = chunk.
 //                        A slot that fails authentication leaves nothing
-//                        open (current stays none) and verify() reports it
-//   verify()             authentication_failed when the last open failed
+//                        open (current stays none) and is reported as
+//                        ViolationKind::authentication_failed
 //   release()            wipe the chunk (if open) and the slot; free the slot
 //   quarantine()         wipe both; the slot is never reused
 //
@@ -228,24 +228,36 @@ class sealed final : public backend {
     return r;
   }
 
-  void protect(region& r, access a) override {
-    if (a == r.current) return;
+  [[nodiscard]] BackendDescription describe() const noexcept override {
+    BackendDescription d;
+    d.provides.locked = true;                    // plaintext only in locked scratch, key in a locked region
+    d.provides.excluded_from_core_dumps = true;  // likewise (the ciphertext may be in a dump)
+    d.provides.encrypted_at_rest = true;
+    d.provides.tamper_detected = true;
+    d.provides.hidden_from_fork_children = true;  // the child has neither the plaintext nor the key
+    d.provides.wiped_on_release = true;
+    d.checks_integrity = true;
+    d.locks_per_secret = false;
+    if (const std::shared_ptr<Backend> holder = key_.backend_for_description()) {
+      d.key_backend = holder->name();
+      d.provides.key_outside_direct_map = holder->describe().provides.outside_direct_map;
+    }
+    return d;
+  }
+
+  std::optional<ViolationKind> protect(region& r, access a) override {
+    if (a == r.current) return std::nullopt;
     if (a == access::none) {
       if (r.current == access::read_write) key_.seal(static_cast<std::byte*>(r.base), r.data, r.size);
       close_scratch(r);
-      return;
+      return std::nullopt;
     }
-    if (r.current == access::none) open(r);  // may leave current none: verify() reports it
-    if (r.current != access::none) r.current = a;
+    if (r.current == access::none && !open(r)) return ViolationKind::authentication_failed;  // stays closed
+    r.current = a;
+    return std::nullopt;
   }
 
   void release(region& r) override { give_back(r, true); }
-
-  [[nodiscard]] bool has_integrity_check() const noexcept override { return true; }
-
-  [[nodiscard]] integrity verify(const region& r) const noexcept override {
-    return r.data == nullptr ? integrity::authentication_failed : integrity::intact;
-  }
 
   void quarantine(region& r) noexcept override { give_back(r, false); }
 
@@ -261,15 +273,18 @@ class sealed final : public backend {
   [[nodiscard]] const sealing_key& key() const noexcept { return key_; }
 
  private:
-  void open(region& r) {
+  // Decrypts the slot into a scratch chunk; false (nothing open) when it
+  // fails authentication.
+  bool open(region& r) {
     std::byte* plain = the_scratch().take(r.size);
     if (!key_.open(static_cast<const std::byte*>(r.base), plain, r.size)) {
       the_scratch().give(plain, r.size);
       r.data = nullptr;
-      return;  // current stays none; verify() reports authentication_failed
+      return false;
     }
     r.data = plain;
     r.current = access::read;
+    return true;
   }
 
   // Wipes the scratch (if open) and the slot; the slot is reused unless
@@ -333,6 +348,13 @@ std::span<std::byte> sealed_ciphertext_of(const region& r) noexcept {
 
 std::span<const std::byte> sealed_key_for_tests() noexcept {
   const sealed* s = first_instance.load();
+  return s != nullptr ? s->key().bytes_for_tests() : std::span<const std::byte>{};
+}
+
+bool is_sealed(const backend& b) noexcept { return dynamic_cast<const sealed*>(&b) != nullptr; }
+
+std::span<const std::byte> key_bytes_of(const backend& b) noexcept {
+  const auto* s = dynamic_cast<const sealed*>(&b);
   return s != nullptr ? s->key().bytes_for_tests() : std::span<const std::byte>{};
 }
 
