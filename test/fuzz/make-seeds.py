@@ -9,8 +9,14 @@ Usage: make-seeds.py [OUT_DIR]"""
 import os
 import sys
 
-CREATE, RANDOM, WITH, ROPEN, RREAD, VERIFY, CLOSE, MOVE, SWAP, DESTROY, FACTORY = range(11)
-CALLS = 11      # mmap munmap mlock munlock mprotect madvise memfd_secret ftruncate close setrlimit prctl
+CREATE, RANDOM, WITH, ROPEN, RREAD, VERIFY, CLOSE, MOVE, SWAP, DESTROY, FACTORY, FORK, PARK, UNPARK, CACHE = range(15)
+# FORK how (below 32, else no fork; how % 4: 0 plain, 1 two threads loop over
+# with_bytes, 2 the same, forking while one is inside its callback, 3 from
+# inside a callback; one fork per input), the child's
+# choices (bit i: close() slot i before destroying it; bit 4: its own
+# secrets are larger than a page), slots a and b.
+# PARK helper (0 or 1), slot; UNPARK helper; CACHE limit (0, 4K, 64K, 1M).
+CALLS = 12      # mmap munmap mlock munlock mprotect madvise memfd_secret ftruncate close setrlimit prctl read
                 # (lib/os/os.hpp's enum call, indices modulo the real count)
 ERRNOS = 4      # ENOMEM EPERM EAGAIN EINTR
 
@@ -100,6 +106,52 @@ for b in range(4):  # backend index (modulo the number available)
             step(WITH, 0, 5, 0, fault=(c, 3, 3, True)),
             step(CLOSE, 0, fault=(c, 0, 0, True)),
         ])
+    # fork, each way (one fork per input), with secrets open, a reader, a
+    # large secret.
+    for how in range(4):
+        seeds[f"fork{how}-b{b}"] = b"".join([
+            step(CREATE, b, 0, *size_small(24), 1),
+            step(RANDOM, b, 1, *size_u16(6000)),
+            step(ROPEN, 0, 1),
+            step(WITH, 0, 0, 0),
+            step(FORK, how, [0b10101, 0b00110, 0b11011, 0b00001][how], how % 2, 1),
+            step(CLOSE, 0), step(CLOSE, 1),
+        ])
+    # A helper parked inside a callback while the main thread shares the
+    # opening, reads, forks (the child inherits a reader that does not exist
+    # there), then closes (the helper is released first).
+    seeds[f"park-fork-b{b}"] = b"".join([
+        step(CREATE, b, 0, *size_small(48), 2),
+        step(RANDOM, b, 1, *size_u16(5000)),
+        step(PARK, 0, 0),
+        step(PARK, 1, 1),
+        step(WITH, 0, 2, 0),
+        step(ROPEN, 0, 0), step(RREAD, 0, 0, 7),
+        step(FORK, 0, 0b01111, 0, 0),
+        step(UNPARK, 1, fault=(4, 0, 0, False)),
+        step(CLOSE, 0), step(PARK, 0, 0), step(UNPARK, 0),
+    ])
+    # The page cache on: closed secrets' pages stay cached (and a child
+    # inherits them), reused, evicted under an injected munmap failure.
+    seeds[f"cache-b{b}"] = b"".join([
+        step(CACHE, 3),
+        step(CREATE, b, 0, *size_small(30), 3), step(CREATE, b, 1, *size_small(31), 4),
+        step(CLOSE, 0), step(CLOSE, 1),
+        step(CREATE, b, 2, *size_small(32), 5),
+        step(FORK, 0, 0b11111, 0, 2),
+        step(CACHE, 1),
+        step(CREATE, b, 0, *size_u16(9000), 6), step(CLOSE, 0, fault=(1, 0, 0, False)),
+        step(CREATE, b, 1, *size_small(8), 7), step(CLOSE, 1, fault=(1, 0, 0, False)),
+        step(CACHE, 0),
+    ])
+    # A one-page cache: the second close evicts the first run, whose munmap
+    # fails (issue 12, found by the harness: the eviction drops it).
+    seeds[f"evict-b{b}"] = b"".join([
+        step(CACHE, 1),
+        step(CREATE, b, 0, *size_small(20), 1), step(CREATE, b, 1, *size_small(21), 2),
+        step(CLOSE, 0), step(CLOSE, 1, fault=(1, 0, 0, False)),
+        step(CACHE, 0),
+    ])
     # Enough multi-page secrets to need a second secretmem arena, closed
     # out of order, the arena-emptying close with an injected munmap failure.
     seeds[f"arenas-b{b}"] = b"".join(

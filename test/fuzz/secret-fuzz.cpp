@@ -11,7 +11,23 @@
 // throws, nested, close or destroy from inside the callback, reading another
 // secret inside), reader open and reads of random sizes (including empty),
 // verify (when Secret::verify exists), close, double close, move, swap,
-// destroy, and make_factory with arbitrary names.
+// destroy, make_factory with arbitrary names, set_page_cache_limit, and:
+//   - park / unpark: a helper thread enters with_bytes on a secret and stays
+//     inside its callback until a later unpark (or the end of the input)
+//     releases it; the main thread goes on using that secret and others
+//     meanwhile (a shared opening, a reader parked at fork time);
+//   - fork: plain, while two threads loop over with_bytes on the same
+//     secrets, or from inside the main thread's own callback (and any parked
+//     helper stays parked across it). The child checks that every inherited
+//     secret is refused (with_bytes, Reader::read and verify throw closed,
+//     the callback never runs), that close() and the destructor return at
+//     once, that new secrets work on every fuzzed backend, and that the
+//     counters are back; then it _exits (no atexit handler of libFuzzer or
+//     LeakSanitizer runs in it). The parent waits for it: a child still
+//     blocked after SECUREMEMORY_FUZZ_FORK_TIMEOUT_MS (default 2000; a child
+//     still running gets up to ten times as long) is killed and reported,
+//     naming the stage it was stuck in. At most one fork per input, and
+//     only one fork opcode in eight forks (see fork_gate).
 //
 // The model knows each secret's bytes, size, backend and whether it is
 // closed, and the expected metrics. After every step it checks:
@@ -26,7 +42,7 @@
 //   - closed / reentrant_close / invalid_size / unknown_backend exactly where
 //     the model predicts them, and no other exception type ever escapes;
 //   - metrics: allocated, in_use and locked_bytes exact, failures within the
-//     bounds the injected failures allow;
+//     bounds the injected failures allow, cached_bytes within the limit;
 //   - nothing reaches a log line or an exception message that could be a
 //     secret byte (all secret bytes have the high bit set; messages must be
 //     ASCII);
@@ -34,9 +50,22 @@
 //     injected failure of an explicit close, memguard's never reaches an
 //     injected munlock/munmap (sodium_free), sealed's never throws;
 //   - after each input: every handle closed, metrics back to the start,
-//     VmLck (the kernel's count of locked memory) back to the start plus
-//     what the library keeps (page cache, sealed's scratch slabs) plus
-//     memfd_secret arenas left mapped by a reported munmap failure.
+//     nothing cached once the limit is back at 0, VmLck (the kernel's count
+//     of locked memory) back to the start plus what the library keeps
+//     (sealed's scratch slabs) plus memfd_secret arenas left mapped by a
+//     reported munmap failure;
+//   - mappings (/proc/self/maps, outside the sanitizer's allocator and
+//     shadow; secretmem arenas counted by file): before the end of an input
+//     at most what the live secrets may cost (protectedmemory 1 each,
+//     memguard 4, secretmem 2 per slot made plus 2 per new arena, sealed
+//     none; cached runs, new sealed arena blocks and scratch slabs, a sealed
+//     secret larger than a page held open by a parked helper); after the
+//     input exactly the count it started with, except new sealed arena
+//     blocks and scratch slabs and what an injected munmap failure left
+//     behind (which may go away later, never more than was left), and no
+//     secretmem arena made during the input is left. The sanitizer's own
+//     bookkeeping comes and goes in unmarked read-write mappings: when the
+//     plain count is off, /proc/self/smaps tells them apart.
 // Leaks of heap memory are caught by LeakSanitizer (libFuzzer runs it).
 // A violated invariant prints which one (never secret bytes) and aborts.
 #include <securememory/securememory.hpp>
@@ -48,19 +77,38 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace {
 
@@ -72,7 +120,36 @@ using call = os::call;
 constexpr int call_count = static_cast<int>(call::count_);
 constexpr std::size_t size_max = std::numeric_limits<std::size_t>::max();
 
+// A page shared with forked children (MAP_SHARED, made at start-up): the
+// stage a child is in, read by the parent when the child hangs, and the
+// invariant a child found violated. Plain text, never secret bytes.
+struct child_report {
+  char stage[192];
+  char failure[256];
+};
+child_report* report = nullptr;
+bool in_child = false;  // this process is a child forked by the fork operation
+bool trace = false;     // SECUREMEMORY_FUZZ_TRACE=1
+
+// How long a forked child may take (SECUREMEMORY_FUZZ_FORK_TIMEOUT_MS): it
+// does a few dozen library calls, so 2 s is a hang, not a slow machine.
+int fork_timeout_ms = 2000;
+// A fork costs about 10 ms of CPU (the kernel copies and then tears down
+// the page tables of a sanitizer process), some 20 inputs' worth: a fork
+// opcode forks only when its first operand is below 32 (one in eight), and
+// at most once per input, so that about one input in six forks.
+constexpr int max_forks_per_input = 1;
+constexpr std::uint8_t fork_gate = 32;
+
+void child_stage(const char* what, const std::string& backend = {}) {
+  std::snprintf(report->stage, sizeof report->stage, "%s%s%s", what, backend.empty() ? "" : " ", backend.c_str());
+}
+
 [[noreturn]] void violated(const char* what, int line) {
+  if (in_child) {  // the parent reports it; nothing of libFuzzer runs here
+    std::snprintf(report->failure, sizeof report->failure, "line %d: %s (while: %s)", line, what, report->stage);
+    _exit(3);
+  }
   std::fprintf(stderr, "secret-fuzz: invariant violated (line %d): %s\n", line, what);
   std::abort();
 }
@@ -109,14 +186,20 @@ class input {
 // ---- fault injection --------------------------------------------------------
 
 constexpr std::array<int, 4> injected_errnos{ENOMEM, EPERM, EAGAIN, EINTR};
+// Mappings one injected munmap failure may leave behind, for the backends
+// fuzzed (set at start-up): protectedmemory's region or sealed's scratch
+// mapping (1), a memguard block unmapped through lib/os/ (4), a secretmem
+// arena (each slot and guard of up to 1024 pages, and a free remainder).
+std::int64_t max_leak_per_munmap = 1;
+
 // Each injected munmap failure really leaks a mapping (the library cannot
 // give back what the kernel refused to take). Past this many per process
 // munmap is let through, so a long session does not exhaust vm.max_map_count.
 constexpr int max_munmap_failures = 4096;
-// A secretmem arena whose munmap failed stays mapped and locked (see
-// finish()); past this many leaked locked bytes per process munmap is let
-// through too.
-constexpr std::int64_t max_leaked_locked_bytes = std::int64_t{64} << 20U;
+// Past this many mappings left behind per process (mostly protectedmemory
+// regions, which the backend forgets), munmap is let through too: every
+// input reads /proc/self/maps, which grows with them.
+constexpr std::int64_t max_leaked_mappings = 256;
 
 struct fault_plan {
   int target = -1;  // index of the call to fail, -1 for none
@@ -128,7 +211,7 @@ struct fault_plan {
   std::array<call, 16> calls{};
   std::array<int, 16> errs{};
   int munmap_failures = 0;  // per process
-  std::int64_t leaked_locked_bytes = 0;  // per process: secretmem arenas left mapped by injected munmap failures
+  std::int64_t leaked_mappings = 0;      // per process: mappings left behind by injected munmap failures
 
   void arm(int t, int e, int s, int n) {
     target = t, err = e, skip = s, times = n, seen = 0, count = 0;
@@ -150,7 +233,13 @@ struct totals {
   std::uint64_t injected = 0;
   std::array<std::uint64_t, 16> by_errc{};
   std::uint64_t callback_exceptions = 0;
-  std::uint64_t leaked_inputs = 0;  // inputs that left a secretmem arena mapped (reported munmap failure)
+  std::uint64_t kept_arenas = 0;    // inputs that left a secretmem arena mapped (an injected munmap failure)
+  std::uint64_t forks = 0;          // children forked and checked
+  std::uint64_t forks_with_threads = 0;  // ... while a helper was parked or threads looped over with_bytes
+  std::uint64_t parks = 0;          // helper threads parked inside a callback
+  std::uint64_t maps_reads = 0;     // inputs whose mappings were counted
+  std::uint64_t leaked_mapping_inputs = 0;  // inputs that left mappings behind after an injected munmap failure
+  std::uint64_t silent_eviction_failures = 0;  // closes whose cache eviction dropped an injected failure (known defect)
 };
 totals stats;
 
@@ -164,16 +253,27 @@ void print_totals() {
                    static_cast<unsigned long long>(stats.by_errc[i]));
     }
   }
-  std::fprintf(stderr, "; %llu inputs left a secretmem arena mapped (%lld bytes)\n",
-               static_cast<unsigned long long>(stats.leaked_inputs), static_cast<long long>(plan.leaked_locked_bytes));
+  std::fprintf(stderr, "; %llu inputs left a secretmem arena mapped", static_cast<unsigned long long>(stats.kept_arenas));
+  std::fprintf(stderr, "; %llu forks (%llu with other threads active), %llu parked helpers; mappings counted after "
+               "%llu inputs, %llu left mappings after an injected munmap failure; %llu eviction failures not "
+               "reported (known defect)\n",
+               static_cast<unsigned long long>(stats.forks), static_cast<unsigned long long>(stats.forks_with_threads),
+               static_cast<unsigned long long>(stats.parks), static_cast<unsigned long long>(stats.maps_reads),
+               static_cast<unsigned long long>(stats.leaked_mapping_inputs),
+               static_cast<unsigned long long>(stats.silent_eviction_failures));
 }
 
+// lib/os/ calls made so far (any thread): an input that made none cannot
+// have changed the library's mappings.
+std::atomic<std::uint64_t> os_calls{0};
+
 int fault_hook(call c, void* /*context*/) noexcept {
+  os_calls.fetch_add(1, std::memory_order_relaxed);
   if (static_cast<int>(c) != plan.target) return 0;
   const int n = plan.seen++;
   if (n < plan.skip || n >= plan.skip + plan.times) return 0;
   if (std::string_view(os::call_name(c)) == "munmap" &&
-      (plan.leaked_locked_bytes > max_leaked_locked_bytes || plan.munmap_failures++ >= max_munmap_failures)) {
+      (plan.leaked_mappings > max_leaked_mappings || plan.munmap_failures++ >= max_munmap_failures)) {
     return 0;
   }
   if (plan.count < 16) {
@@ -196,7 +296,9 @@ bool errc_fits_call(call c, int err, errc e) {
   // secretmem: the kernel charges a memfd_secret mapping to RLIMIT_MEMLOCK
   // and refuses it with EAGAIN.
   if (name == "mmap") return e == errc::out_of_memory || (e == errc::memlock_limit && err == EAGAIN);
-  if (name == "mlock") return e == errc::memlock_limit;
+  // mlock's ENOMEM: RLIMIT_MEMLOCK, unless it cannot bind (CAP_IPC_LOCK):
+  // then the system is out of lockable memory, or the map count is full.
+  if (name == "mlock") return e == errc::memlock_limit || (e == errc::out_of_memory && err == ENOMEM);
   if (name == "madvise") return e == errc::protection_failed;
   // secretmem: a slot wiped at release whose PROT_NONE then fails is a
   // release failure (the secret is gone, the pages stay writable zeros).
@@ -218,69 +320,322 @@ bool ascii(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80U; });
 }
 
+// Log lines so far (any thread).
+std::atomic<std::uint64_t> log_lines{0};
+
 // Secret bytes all have the high bit set, so an ASCII-only log never held one.
-void checking_sink(securememory::LogLevel /*level*/, std::string_view message) { EXPECT(ascii(message)); }
+void checking_sink(securememory::LogLevel /*level*/, std::string_view message) {
+  EXPECT(ascii(message));
+  log_lines.fetch_add(1, std::memory_order_relaxed);
+}
 
-// ---- locked memory outside the metrics -------------------------------------
+// ---- mappings -----------------------------------------------------------------
 
-// Address intervals [first, second) of this process's memfd_secret mappings
-// ("/secretmem (deleted)" in /proc/self/maps), sorted and merged, so that a
-// mapping split by mprotect counts as one.
-using intervals = std::vector<std::pair<std::uintptr_t, std::uintptr_t>>;
-bool tracking_secretmem = false;  // secretmem is fuzzed: account for its mappings
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SECRET_FUZZ_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SECRET_FUZZ_ASAN 1
+#endif
 
-intervals secretmem_mappings() {
-  intervals out;
-  std::ifstream in("/proc/self/maps");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" /secretmem") == std::string::npos) continue;
+// Mappings that are never the library's and change with the heap and the
+// threads (AddressSanitizer on x86-64, fixed ranges): its primary
+// allocator's space (it maps size-class regions into it as the heap grows,
+// splitting its reserved mapping) and the shadow (remapped in pieces for
+// each thread's stack). Everything else is counted: the library's mappings,
+// the harness's thread stacks (its threads are made once, at start-up),
+// libraries, and the sanitizer's other bookkeeping (see library_delta()).
+// sealed's plaintext scratch: one reservation of N pages, locked page by
+// page when first needed and unlocked when idle (with the page caches), so
+// its mappings split and merge as it is used (found at start-up, see
+// find_scratch()). Its locked pages are checked through VmLck.
+std::pair<std::uintptr_t, std::uintptr_t> scratch_range{0, 0};
+
+bool uncounted(std::uintptr_t lo) {
+  if (lo >= scratch_range.first && lo < scratch_range.second) return true;
+#if defined(SECRET_FUZZ_ASAN) && defined(__x86_64__)
+  return (lo >= 0x600000000000ULL && lo < 0x640000000000ULL) || (lo >= 0x7fff8000ULL && lo < 0x10007fff8000ULL);
+#else
+  (void)lo;
+  return false;
+#endif
+}
+
+// One reading of /proc/self/maps.
+struct maps_view {
+  std::int64_t count = 0;           // mappings counted (see uncounted()), secretmem arenas apart
+  std::vector<std::string> lines;   // the counted ones (addresses, flags, names: never contents)
+  // secretmem arenas: each is one memfd_secret file (its inode) mapped
+  // once; its slots, free segments and guard pages (anonymous, no access,
+  // inside its range) are split off it as secrets come and go.
+  std::map<unsigned long, std::int64_t> arenas;  // inode -> mappings
+  [[nodiscard]] std::int64_t arena_mappings() const {
+    std::int64_t n = 0;
+    for (const auto& [inode, k] : arenas) n += k;
+    return n;
+  }
+};
+
+// The whole of a /proc file.
+std::string read_file(const char* path) {
+  std::string out;
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[16384];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  close(fd);
+  return out;
+}
+
+maps_view read_maps() {
+  struct entry {
     unsigned long lo = 0;
     unsigned long hi = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2) continue;
-    if (!out.empty() && out.back().second == lo) {
-      out.back().second = hi;
-    } else {
-      out.emplace_back(lo, hi);
+    unsigned long inode = 0;  // of a /secretmem mapping, else 0
+    unsigned long offset = 0;
+    bool guard = false;       // anonymous, no access
+    std::string line;
+  };
+  std::vector<entry> all;
+  // Read and parsed by hand: every input that made a lib/os call reads
+  // the file (with streams and sscanf this was a tenth of the harness).
+  const std::string text = read_file("/proc/self/maps");
+  for (std::size_t at = 0; at < text.size();) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + at, end - at);
+    at = end + 1;
+    // lo-hi perms offset dev inode [path]
+    const char* p = line.data();
+    const char* const stop = line.data() + line.size();
+    const auto hex = [&] {
+      unsigned long v = 0;
+      for (; p < stop && std::isxdigit(static_cast<unsigned char>(*p)) != 0; ++p) {
+        v = v * 16 + static_cast<unsigned long>(std::isdigit(static_cast<unsigned char>(*p)) != 0 ? *p - '0' : (*p | 0x20) - 'a' + 10);
+      }
+      return v;
+    };
+    const auto skip = [&] {
+      while (p < stop && *p != ' ') ++p;
+      while (p < stop && *p == ' ') ++p;
+    };
+    entry e;
+    e.lo = hex();
+    if (p < stop && *p == '-') ++p;
+    e.hi = hex();
+    while (p < stop && *p == ' ') ++p;
+    const std::string_view perms(p, std::min<std::size_t>(4, static_cast<std::size_t>(stop - p)));
+    skip();
+    e.offset = hex();
+    skip();
+    skip();  // dev
+    unsigned long inode = 0;
+    for (; p < stop && *p >= '0' && *p <= '9'; ++p) inode = inode * 10 + static_cast<unsigned long>(*p - '0');
+    while (p < stop && *p == ' ') ++p;
+    const std::string_view path(p, static_cast<std::size_t>(stop - p));
+    if (path.rfind("/secretmem", 0) == 0) e.inode = inode;
+    e.guard = inode == 0 && perms == "---p" && path.empty();
+    e.line = std::string(line);
+    all.push_back(std::move(e));
+  }
+  // Each arena's range: its file's first byte is mapped at (address -
+  // offset) of any of its mappings, and the file's size (stat through
+  // /proc/self/map_files, root only) is the arena's. Without the size, the
+  // range ends at the last page of the file that is still mapped.
+  std::map<unsigned long, std::pair<unsigned long, unsigned long>> ranges;  // inode -> [lo, hi)
+  for (const auto& e : all) {
+    if (e.inode == 0) continue;
+    auto [it, first] = ranges.try_emplace(e.inode, e.lo - e.offset, e.hi);
+    if (first) {
+      struct stat st {};
+      char path[96];
+      std::snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", e.lo, e.hi);
+      if (stat(path, &st) == 0 && st.st_size > 0) it->second.second = it->second.first + static_cast<unsigned long>(st.st_size);
+    }
+    it->second.second = std::max(it->second.second, e.hi);
+  }
+  maps_view v;
+  for (const auto& e : all) {
+    unsigned long arena = e.inode;
+    if (arena == 0 && e.guard) {  // a guard page inside an arena
+      for (const auto& [inode, range] : ranges) {
+        if (e.lo >= range.first && e.hi <= range.second) arena = inode;
+      }
+    }
+    if (arena != 0) {
+      ++v.arenas[arena];
+      continue;
+    }
+    if (uncounted(e.lo)) continue;
+    ++v.count;
+    v.lines.push_back(e.line);
+  }
+  return v;
+}
+
+// Waits (at most 2 s) until every other thread of the process sleeps.
+// libFuzzer starts a thread of its own (-rss_limit_mb) after
+// LLVMFuzzerInitialize, which makes the sanitizer's per-thread mappings
+// when it first runs: the first reading of the mappings waits for that.
+void settle_threads() {
+  const auto self = static_cast<long>(syscall(SYS_gettid));
+  for (int round = 0; round < 200; ++round) {
+    bool quiet = true;
+    DIR* dir = opendir("/proc/self/task");
+    if (dir == nullptr) return;
+    while (const dirent* d = readdir(dir)) {
+      const long tid = std::atol(d->d_name);
+      if (tid <= 0 || tid == self) continue;
+      std::ifstream stat("/proc/self/task/" + std::string(d->d_name) + "/stat");
+      std::string text;
+      std::getline(stat, text);
+      const auto paren = text.rfind(')');
+      if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'R') quiet = false;
+    }
+    closedir(dir);
+    if (quiet) return;
+    usleep(10000);
+  }
+}
+
+// The fields of a maps line.
+struct maps_line {
+  unsigned long lo = 0;
+  unsigned long hi = 0;
+  std::string perms;
+  bool anonymous = false;
+};
+maps_line parse_line(const std::string& line) {
+  maps_line m;
+  char perms[8] = {};
+  unsigned long offset = 0;
+  char dev[16] = {};
+  unsigned long inode = 1;
+  if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %15s %lu", &m.lo, &m.hi, perms, &offset, dev, &inode) == 6) {
+    m.perms = perms;
+    m.anonymous = inode == 0 && line.find('/') == std::string::npos && line.find('[') == std::string::npos;
+  }
+  return m;
+}
+
+// VmFlags of each mapping (/proc/self/smaps), by start address.
+std::map<unsigned long, std::string> vm_flags() {
+  std::map<unsigned long, std::string> out;
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  unsigned long current = 0;
+  while (std::getline(in, line)) {
+    unsigned long lo = 0;
+    unsigned long hi = 0;
+    if (line.rfind("VmFlags:", 0) == 0) {
+      out[current] = line.substr(8) + " ";
+    } else if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      current = lo;
     }
   }
   return out;
 }
 
-std::int64_t length_of(const intervals& a) {
-  std::int64_t n = 0;
-  for (const auto& [lo, hi] : a) n += static_cast<std::int64_t>(hi - lo);
-  return n;
-}
-
-// Bytes covered by both (each sorted and disjoint).
-std::int64_t overlap(const intervals& a, const intervals& b) {
-  std::int64_t n = 0;
-  std::size_t i = 0;
-  std::size_t j = 0;
-  while (i < a.size() && j < b.size()) {
-    const auto lo = std::max(a[i].first, b[j].first);
-    const auto hi = std::min(a[i].second, b[j].second);
-    if (lo < hi) n += static_cast<std::int64_t>(hi - lo);
-    if (a[i].second < b[j].second) {
-      ++i;
-    } else {
-      ++j;
+// Finds sealed's scratch reservation (after the warm-up, with nothing else
+// open): the run of adjacent anonymous read-write mappings marked
+// MADV_DONTDUMP and MADV_WIPEONFORK, of N pages in all, that holds `inside`
+// (a byte of a scratch chunk). False if there is none such.
+bool find_scratch(const std::byte* inside, std::size_t pages) {
+  const auto flags = vm_flags();
+  std::ifstream in("/proc/self/maps");
+  std::string line;
+  std::uintptr_t run_lo = 0;
+  std::uintptr_t run_hi = 0;
+  const auto at = reinterpret_cast<std::uintptr_t>(inside);
+  while (std::getline(in, line)) {
+    const maps_line m = parse_line(line);
+    const auto f = flags.find(m.lo);
+    const bool marked = m.anonymous && m.perms == "rw-p" && f != flags.end() &&
+                        f->second.find(" dd ") != std::string::npos && f->second.find(" wf ") != std::string::npos;
+    if (!marked) {
+      run_lo = run_hi = 0;
+      continue;
+    }
+    if (run_hi != m.lo) run_lo = m.lo;
+    run_hi = m.hi;
+    if (at >= run_lo && at < run_hi && run_hi - run_lo == pages * os::page_size()) {
+      scratch_range = {run_lo, run_hi};
+      return true;
     }
   }
-  return n;
+  return false;
 }
 
-// The memfd_secret mappings when the current input started: read after the
-// warm-up, then again only after an input that changed the locked memory.
-intervals* secretmem_at_start = nullptr;  // lives for the process
-
-// Locked bytes of sealed's scratch slabs made so far (each slab is 8 pages,
-// the first, its bitmap, not locked). Slabs are kept for the thread (and
-// then the next thread) by design: growth is legitimate, shrinking is not.
-std::int64_t sealed_scratch_locked() {
-  return static_cast<std::int64_t>(securememory::detail::sealed_stats().scratch_slabs * 7 * os::page_size());
+// Whether a mapping can be the library's: anonymous and either marked by
+// it (MADV_DONTDUMP "dd", MADV_WIPEONFORK "wf", mlock "lo": every page it
+// hands out is) or not writable (guard pages, no-access secrets,
+// libsodium's read-only page). The sanitizer's bookkeeping is anonymous,
+// read-write and unmarked.
+bool library_like(const maps_line& m, const std::string& flags) {
+  if (!m.anonymous) return false;
+  if (m.perms != "rw-p") return true;
+  return flags.find(" dd ") != std::string::npos || flags.find(" wf ") != std::string::npos ||
+         flags.find(" lo ") != std::string::npos;
 }
+
+// The change of the counted mappings from `before` to `now`. The plain
+// difference of the counts, when it is within [low, high]. Otherwise (now
+// and then, not for every input) the sanitizer's own bookkeeping came or
+// went: it lives in anonymous read-write mappings that also merge with and
+// split from their neighbours. Then only what can be the library's is
+// counted (see library_like(), flags from /proc/self/smaps): mappings that
+// appeared, less those that went away; a read-write one that went away
+// counts when it overlaps one that appeared (a mapping of the library
+// split or merged), since its flags can no longer be read.
+std::int64_t library_delta(const maps_view& before, const maps_view& now, std::int64_t low, std::int64_t high) {
+  const std::int64_t plain = now.count - before.count;
+  if (plain >= low && plain <= high) return plain;
+  const auto flags = vm_flags();
+  std::vector<maps_line> appeared;
+  for (const auto& l : now.lines) {
+    if (std::find(before.lines.begin(), before.lines.end(), l) != before.lines.end()) continue;
+    const maps_line m = parse_line(l);
+    const auto f = flags.find(m.lo);
+    if (library_like(m, f == flags.end() ? std::string() : f->second)) appeared.push_back(m);
+  }
+  std::int64_t went = 0;
+  for (const auto& l : before.lines) {
+    if (std::find(now.lines.begin(), now.lines.end(), l) != now.lines.end()) continue;
+    const maps_line m = parse_line(l);
+    if (!m.anonymous) continue;
+    const bool reshaped = std::any_of(appeared.begin(), appeared.end(), [&](const maps_line& a) {
+      return a.lo < m.hi && m.lo < a.hi;
+    });
+    if (m.perms != "rw-p" || reshaped) ++went;
+  }
+  return static_cast<std::int64_t>(appeared.size()) - went;
+}
+
+// Prints the counted mappings that differ between two readings (address
+// ranges, protections and names only).
+void print_maps_change(const maps_view& before, const maps_view& after) {
+  std::fprintf(stderr, "secret-fuzz: %lld mappings counted before, %lld after; changed:\n",
+               static_cast<long long>(before.count), static_cast<long long>(after.count));
+  const auto flags = vm_flags();
+  for (const auto& l : after.lines) {
+    if (std::find(before.lines.begin(), before.lines.end(), l) == before.lines.end()) {
+      const auto f = flags.find(parse_line(l).lo);
+      std::fprintf(stderr, "  + %s [%s]\n", l.c_str(), f == flags.end() ? "" : f->second.c_str());
+    }
+  }
+  for (const auto& l : before.lines) {
+    if (std::find(after.lines.begin(), after.lines.end(), l) == after.lines.end()) {
+      std::fprintf(stderr, "  - %s\n", l.c_str());
+    }
+  }
+}
+
+// The mappings when the current input started: read after the warm-up,
+// then again after every input that made a lib/os call (any other input
+// cannot have changed them).
+maps_view* maps_at_start = nullptr;  // lives for the process
 
 // ---- the model --------------------------------------------------------------
 
@@ -348,15 +703,113 @@ outcome attempt(F&& f) {
 template <class S>
 concept has_verify = requires(const S& s) { s.verify(); };
 
+// ---- threads ----------------------------------------------------------------
+
+// The harness's threads are made once, at start-up, and take tasks from
+// then on: a thread made during an input would change the mapping count
+// behind the model's back (its stack, the sanitizer's per-thread mappings
+// and its thread registry, which never reuses a dead thread's entry), and
+// would cost more than the operation it runs.
+class pool_thread {
+ public:
+  pool_thread() : thread_([this] { serve(); }) {}
+  pool_thread(const pool_thread&) = delete;
+  pool_thread& operator=(const pool_thread&) = delete;
+  ~pool_thread() = delete;  // lives for the process (the harness never ends on its own)
+
+  void post(std::function<void()> task) {
+    const std::lock_guard lock(mutex_);
+    task_ = std::move(task);
+    finished_ = false;
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return finished_; });
+  }
+  bool busy = false;  // main thread only
+
+ private:
+  void serve() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [this] { return task_ != nullptr; });
+        task = std::move(task_);
+        task_ = nullptr;
+      }
+      task();
+      const std::lock_guard lock(mutex_);
+      finished_ = true;
+      cv_.notify_all();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::function<void()> task_;
+  bool finished_ = true;
+  std::thread thread_;
+};
+
+constexpr std::size_t max_workers = 4;  // 2 parked helpers + 2 looping threads
+std::array<pool_thread*, max_workers> pool{};
+
+// Runs one task on a free thread of the pool (start), then waits for it to
+// end (join).
+class worker {
+ public:
+  worker() = default;
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+  ~worker() { EXPECT(thread_ == nullptr); }
+
+  void start(std::function<void()> fn) {
+    EXPECT(thread_ == nullptr);
+    for (auto* t : pool) {
+      if (!t->busy) {
+        thread_ = t;
+        break;
+      }
+    }
+    EXPECT(thread_ != nullptr);
+    thread_->busy = true;
+    thread_->post(std::move(fn));
+  }
+  void join() {
+    if (thread_ == nullptr) return;
+    thread_->wait();
+    thread_->busy = false;
+    thread_ = nullptr;
+  }
+  [[nodiscard]] bool started() const { return thread_ != nullptr; }
+
+ private:
+  pool_thread* thread_ = nullptr;
+};
+
+// A helper thread parked inside a with_bytes callback until released: the
+// deterministic "another thread is inside the secret" of a fork, a close,
+// an access on the main thread.
+struct parked_helper {
+  worker thread;
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool entered = false;  // inside the callback now
+  bool release = false;  // may leave the callback
+  bool done = false;     // with_bytes returned or threw
+  outcome result;
+  const slot* where = nullptr;  // the slot whose handle it is inside
+  model_secret* m = nullptr;
+  [[nodiscard]] bool parked() const { return thread.started(); }
+};
+
 long vm_locked_kb() { return test::proc_status_kb("VmLck"); }
 
 class run {
  public:
   explicit run(input& in)
-      : in_(in),
-        start_(securememory::metrics()),
-        start_locked_kb_(vm_locked_kb()),
-        start_scratch_(sealed_scratch_locked()) {}
+      : in_(in), start_(securememory::metrics()), start_os_calls_(os_calls.load(std::memory_order_relaxed)) {}
 
   void execute() {
     for (int step = 0; step < 64 && !in_.done(); ++step) {
@@ -368,6 +821,7 @@ class run {
       for (int i = 0; i < plan.count && i < 16; ++i) {
         if (std::string_view(os::call_name(plan.calls[static_cast<std::size_t>(i)])) == "munmap") ++munmap_injected_;
       }
+      if (trace) print_step(o);
       if (o.threw) ++stats.by_errc[static_cast<std::size_t>(o.code) % stats.by_errc.size()];
       if (o.callback_threw) ++stats.callback_exceptions;
       check_failure(o);
@@ -387,6 +841,24 @@ class run {
     const int target = in_.byte() % call_count;
     const int err = injected_errnos[in_.byte() % injected_errnos.size()];
     plan.arm(target, err, (f >> 2U) & 3U, 1 + ((f >> 4U) & 1U));
+  }
+
+  // SECUREMEMORY_FUZZ_TRACE=1: one line per step (operation, injected
+  // calls, outcome), for reading a crashing input.
+  void print_step(const outcome& o) const {
+    static constexpr std::array<const char*, 15> names{
+        "create", "create_random", "with_bytes", "reader_open", "reader_read", "verify", "close", "move", "swap",
+        "destroy", "make_factory", "fork", "park", "unpark", "cache_limit"};
+    std::fprintf(stderr, "secret-fuzz: step %s:", names[static_cast<std::size_t>(last_op_)]);
+    for (int i = 0; i < plan.count && i < 16; ++i) {
+      std::fprintf(stderr, " injected %s", os::call_name(plan.calls[static_cast<std::size_t>(i)]));
+    }
+    if (o.threw) std::fprintf(stderr, " threw errc %d", static_cast<int>(o.code));
+    std::fprintf(stderr, "; live:");
+    for (const auto& s : slots_) {
+      std::fprintf(stderr, " %s", s.m == nullptr ? "-" : s.m->closed ? "closed" : s.m->backend.c_str());
+    }
+    std::fprintf(stderr, "; parked: %d\n", parked_count());
   }
 
   // Which failure, if any, the model allows for the outcome of this step.
@@ -455,7 +927,7 @@ class run {
     expect_.reset();
     expect_any_ = false;
     huge_ = false;
-    last_op_ = in_.byte() % 11;
+    last_op_ = in_.byte() % 15;
     switch (last_op_) {
       case 0: return op_create();
       case 1: return op_create_random();
@@ -467,7 +939,11 @@ class run {
       case 7: return op_move();
       case 8: return op_swap();
       case 9: return op_destroy();
-      default: return op_make_factory();
+      case 10: return op_make_factory();
+      case 11: return op_fork();
+      case 12: return op_park();
+      case 13: return op_unpark();
+      default: return op_cache_limit();
     }
   }
 
@@ -539,8 +1015,10 @@ class run {
     if (size == 0) expect_ = errc::invalid_size;
     const auto bytes = make_bytes(size);
     auto source = bytes;
+    unpark_slot(s);  // the new secret replaces (closes) the slot's
     const auto locked_before = securememory::metrics().locked_bytes;
     std::optional<Secret> made;
+    const creation_watch watch(*this, b, size);
     outcome o = attempt([&] { made.emplace(b.factory.create(source)); });
     if (o.threw) {
       EXPECT(source == bytes);  // untouched on failure
@@ -558,9 +1036,13 @@ class run {
     slot& s = pick_slot();
     const std::size_t size = pick_size(true);
     if (size == 0 || size > size_max - os::page_size() + 1) expect_ = errc::invalid_size;
+    unpark_slot(s);
     const auto locked_before = securememory::metrics().locked_bytes;
     std::optional<Secret> made;
+    std::optional<creation_watch> watch;
+    watch.emplace(*this, b, size);
     outcome o = attempt([&] { made.emplace(b.factory.create_random(size)); });
+    watch.reset();
     if (o.threw) return o;
     EXPECT(size != 0 && !huge_);
     const auto locked = securememory::metrics().locked_bytes - locked_before;
@@ -584,6 +1066,7 @@ class run {
     slot& s = pick_slot();
     const std::uint8_t variant = in_.byte() % 6;
     slot& other = pick_slot();
+    if (variant == 4) unpark_slot(s);  // destroys the handle: no other thread may be inside it
     model_secret* const m = s.m;
     const bool open = m != nullptr && !m->closed;
     if (!open) expect_ = errc::closed;
@@ -708,8 +1191,11 @@ class run {
 
   outcome op_close() {
     slot& s = pick_slot();
+    unpark_slot(s);  // close() would wait for the parked reader forever
     const bool open = s.m != nullptr && !s.m->closed;
+    const auto logged = log_lines.load();
     outcome o = attempt([&] { s.handle.close(); });
+    logged_ = log_lines.load() != logged;
     // close() always ends closed, whether or not it reported a failure.
     close_model(s.m);
     if (open) check_release(s.m->backend, o);
@@ -727,8 +1213,44 @@ class run {
     if (backend == "protectedmemory" || backend == "secretmem") {
       // Every call of the release is checked and reported: no failure is
       // swallowed (protectedmemory: mprotect, munlock, munmap; secretmem:
-      // mprotect twice, munmap of an emptied arena).
-      if (plan.count > 0) EXPECT(o.threw);
+      // mprotect twice, munmap of an emptied arena). With the page cache
+      // on, the secret's pages may go to the cache and evict another
+      // secret's: a failure releasing those is not this close's; it should
+      // be logged. KNOWN DEFECT (docs/testing.md, "Found"): the eviction
+      // drops munlock and munmap failures without a log line or a count
+      // (protectedmemory's release_run, secretmem's evict); tolerated here,
+      // counted in the totals, until the library reports them.
+      bool reported = o.threw || (securememory::page_cache_limit() > 0 && logged_);
+      // protectedmemory offers a wiped run to the cache only once it is
+      // no-access again: a refused PROT_NONE falls back to the plain
+      // release (unlocked and unmapped, which VmLck and the mapping count
+      // check), so there is nothing to report.
+      if (!reported && backend == "protectedmemory" && securememory::page_cache_limit() > 0) {
+        bool only_mprotect = true;
+        for (int i = 0; i < plan.count && i < 16; ++i) {
+          only_mprotect = only_mprotect && std::string_view(os::call_name(plan.calls[static_cast<std::size_t>(i)])) == "mprotect";
+        }
+        reported = only_mprotect;
+      }
+      if (!reported && securememory::page_cache_limit() > 0 && consumed_unmap) {
+        bool only_unmap = true;
+        for (int i = 0; i < plan.count && i < 16; ++i) {
+          const std::string_view c = os::call_name(plan.calls[static_cast<std::size_t>(i)]);
+          only_unmap = only_unmap && (c == "munmap" || c == "munlock");
+        }
+        if (only_unmap) {
+          reported = true;
+          ++stats.silent_eviction_failures;
+        }
+      }
+      if (plan.count > 0 && !reported) {
+        std::fprintf(stderr, "secret-fuzz: a %s close met injected failures of:", backend.c_str());
+        for (int i = 0; i < plan.count && i < 16; ++i) {
+          std::fprintf(stderr, " %s", os::call_name(plan.calls[static_cast<std::size_t>(i)]));
+        }
+        std::fprintf(stderr, " (cache limit %zu)\n", securememory::page_cache_limit());
+      }
+      if (plan.count > 0) EXPECT(reported);
     } else if (backend == "memguard") {
       // sodium_free unlocks and unmaps inside libsodium, past lib/os/: an
       // armed munlock or munmap is never reached, so release_failed never
@@ -750,9 +1272,11 @@ class run {
     slot& to = pick_slot();
     if (&from == &to) {
       Secret& alias = to.handle;
-      to.handle = std::move(alias);  // self-move: a no-op
+      to.handle = std::move(alias);  // self-move: a no-op (also with a helper parked inside)
       return {};
     }
+    unpark_slot(from);
+    unpark_slot(to);
     close_model(to.m);
     to.handle = std::move(from.handle);
     to.m = from.m;
@@ -764,6 +1288,8 @@ class run {
     slot& a = pick_slot();
     slot& b = pick_slot();
     if (&a == &b) return {};
+    unpark_slot(a);
+    unpark_slot(b);
     std::swap(a.handle, b.handle);  // move construction and two move assignments
     std::swap(a.m, b.m);
     return {};
@@ -771,6 +1297,7 @@ class run {
 
   outcome op_destroy() {
     slot& s = pick_slot();
+    unpark_slot(s);
     s.handle = Secret{};
     close_model(s.m);
     s.m = nullptr;
@@ -798,72 +1325,522 @@ class run {
     return o;
   }
 
+  // ---- threads parked inside a callback ----
+
+  // What a creation may add to the mapping count (check_mappings): a sealed
+  // secret whose size class (slots of n + 24 bytes rounded up to 8, up to
+  // 1 KiB: docs/design.md, sealed) had no free slot carves one, and maps a
+  // new 256 KiB arena block when the class's block is full; a secretmem
+  // secret carves a slot (and its guard) from an arena.
+  class creation_watch {
+   public:
+    creation_watch(run& r, const backend_entry& b, std::size_t size)
+        : run_(r), sealed_(b.name == "sealed" && size <= 1000),
+          arena_(sealed_ ? securememory::detail::sealed_stats().arena_bytes : 0) {
+      if (b.name == "secretmem") ++r.secretmem_creates_;
+      if (b.name == "sealed") r.sealed_used_ = true;
+    }
+    creation_watch(const creation_watch&) = delete;
+    creation_watch& operator=(const creation_watch&) = delete;
+    ~creation_watch() {
+      if (sealed_ && securememory::detail::sealed_stats().arena_bytes > arena_) ++run_.sealed_blocks_;
+    }
+
+   private:
+    run& run_;
+    bool sealed_;
+    std::size_t arena_;
+  };
+
+  // Parks a helper thread inside with_bytes on a slot's secret. The step's
+  // outcome is the helper's when with_bytes failed before the callback
+  // (closed, or an injected failure of the opening).
+  outcome op_park() {
+    parked_helper& h = helpers_[in_.byte() % helpers_.size()];
+    slot& s = pick_slot();
+    if (h.parked()) return {};
+    const bool open = s.m != nullptr && !s.m->closed;
+    if (!open) expect_ = errc::closed;
+    h.entered = h.release = h.done = false;
+    h.result = {};
+    h.where = &s;
+    h.m = s.m;
+    model_secret* const m = s.m;
+    const Secret* handle = &s.handle;
+    h.thread.start([&h, handle, m] {
+      const outcome o = attempt([&] {
+        handle->with_bytes([&](std::span<const std::byte> bytes) {
+          EXPECT(m != nullptr && !m->closed && same(bytes, *m));
+          std::unique_lock lock(h.mutex);
+          h.entered = true;
+          h.cv.notify_all();
+          h.cv.wait(lock, [&] { return h.release; });
+        });
+      });
+      const std::lock_guard lock(h.mutex);
+      h.result = o;
+      h.done = true;
+      h.cv.notify_all();
+    });
+    {
+      std::unique_lock lock(h.mutex);
+      h.cv.wait(lock, [&] { return h.entered || h.done; });
+      if (h.entered) {
+        EXPECT(open);
+        ++stats.parks;
+        return {};
+      }
+    }
+    h.thread.join();  // with_bytes threw before the callback
+    h.where = nullptr;
+    h.m = nullptr;
+    EXPECT(h.result.threw);
+    return h.result;
+  }
+
+  // Releases a parked helper; the step's outcome is how its with_bytes
+  // ended (re-protecting may meet an injected failure).
+  outcome op_unpark() {
+    parked_helper& h = helpers_[in_.byte() % helpers_.size()];
+    if (!h.parked()) return {};
+    return release(h);
+  }
+
+  outcome release(parked_helper& h) {
+    {
+      const std::lock_guard lock(h.mutex);
+      h.release = true;
+      h.cv.notify_all();
+    }
+    h.thread.join();
+    h.where = nullptr;
+    h.m = nullptr;
+    EXPECT(h.done && !h.result.callback_threw);
+    return h.result;
+  }
+
+  // Releases a helper with no failure armed; its with_bytes must succeed.
+  void unpark(parked_helper& h) {
+    if (!h.parked()) return;
+    const int target = plan.target;
+    plan.target = -1;
+    const outcome o = release(h);
+    plan.target = target;
+    EXPECT(!o.threw);
+  }
+
+  // Before an operation that closes, moves or destroys a slot's handle: no
+  // other thread may be inside it (close() would wait for it forever; a
+  // move under a reader is the caller's data race).
+  void unpark_slot(const slot& s) {
+    for (auto& h : helpers_) {
+      if (h.parked() && h.where == &s) unpark(h);
+    }
+  }
+
+  [[nodiscard]] int parked_count() const {
+    return static_cast<int>(std::count_if(helpers_.begin(), helpers_.end(), [](const parked_helper& h) { return h.parked(); }));
+  }
+
+  // ---- fork ----
+
+  // fork() in one of four ways (a parked helper stays parked across each):
+  // 0 plain; 1 while two threads loop over with_bytes on two slots'
+  // secrets (the same one, possibly); 2 the same, forking when one of them
+  // is inside its callback; 3 from inside the main thread's own callback.
+  // The child's checks are in child(); no failure is injected (the other
+  // threads call lib/os/ too).
+  outcome op_fork() {
+    const std::uint8_t how = in_.byte();
+    const std::uint8_t choices = in_.byte();
+    slot& a = pick_slot();
+    slot& b = pick_slot();
+    plan.disarm();
+    if (how >= fork_gate || forks_ >= max_forks_per_input) return {};
+    ++forks_;
+    const int variant = how % 4;
+    if (variant == 3 && a.m != nullptr && !a.m->closed) {
+      const outcome o = attempt([&] {
+        a.handle.with_bytes([&](std::span<const std::byte>) { fork_and_check(choices, a.m, "from inside a callback", false); });
+      });
+      EXPECT(!o.threw);
+      return {};
+    }
+    if ((variant == 1 || variant == 2) && a.m != nullptr && !a.m->closed && b.m != nullptr && !b.m->closed) {
+      struct loop {
+        std::atomic<bool> stop{false};
+        std::atomic<bool> inside{false};
+        std::atomic<std::uint64_t> rounds{0};
+        std::atomic<std::uint64_t> errors{0};
+      };
+      std::array<loop, 2> loops;
+      std::array<worker, 2> threads;
+      const std::array<slot*, 2> on{&a, &b};
+      for (std::size_t i = 0; i < 2; ++i) {
+        loop& l = loops[i];
+        const Secret* handle = &on[i]->handle;
+        const std::size_t size = on[i]->m->size;
+        threads[i].start([&l, handle, size] {
+          while (!l.stop.load(std::memory_order_relaxed)) {
+            try {
+              handle->with_bytes([&](std::span<const std::byte> bytes) {
+                l.inside.store(true, std::memory_order_relaxed);
+                if (bytes.size() != size) l.errors.fetch_add(1, std::memory_order_relaxed);
+                l.inside.store(false, std::memory_order_relaxed);
+              });
+            } catch (...) {
+              l.errors.fetch_add(1, std::memory_order_relaxed);
+            }
+            l.rounds.fetch_add(1, std::memory_order_relaxed);
+          }
+        });
+      }
+      while (loops[0].rounds.load() == 0 || loops[1].rounds.load() == 0) sched_yield();
+      if (variant == 2) {
+        for (int spin = 0; spin < 20000 && !loops[0].inside.load() && !loops[1].inside.load(); ++spin) {
+        }
+      }
+      fork_and_check(choices, nullptr,
+                     variant == 1 ? "while two threads loop over with_bytes" : "while a looping thread is inside its callback",
+                     true, [&] {
+                       for (auto& l : loops) l.stop.store(true);
+                       for (auto& t : threads) t.join();
+                     });
+      for (auto& l : loops) EXPECT(l.errors.load() == 0);
+      return {};
+    }
+    fork_and_check(choices, nullptr, "plain", false);
+    return {};
+  }
+
+  // `after` runs in the parent as soon as fork() returns (the looping
+  // threads stop there: they only matter at the fork).
+  void fork_and_check(std::uint8_t choices, model_secret* inside, const char* how, bool looping,
+                      const std::function<void()>& after = {}) {
+    ++stats.forks;
+    const int parked = parked_count();
+    if (parked > 0 || looping) ++stats.forks_with_threads;
+    std::memset(report, 0, sizeof *report);
+    child_stage("fork");
+    const pid_t pid = fork();
+    EXPECT(pid >= 0);
+    if (pid == 0) child(choices, inside);
+    if (after) after();
+    wait_for_child(pid, how, parked);
+  }
+
+  // In the child: every inherited secret is refused and closes at once;
+  // new secrets work; the counters are back. Never returns.
+  [[noreturn]] void child(std::uint8_t choices, const model_secret* inside) {
+    in_child = true;
+    plan.disarm();
+    for (auto& s : slots_) {
+      if (s.m == nullptr || s.m->closed) continue;
+      child_stage("with_bytes on an inherited", s.m->backend);
+      bool called = false;
+      const outcome o = attempt([&] { s.handle.with_bytes([&](std::span<const std::byte>) { called = true; }); });
+      EXPECT(!called);
+      EXPECT(o.threw && o.code == errc::closed);
+      child_stage("verify on an inherited", s.m->backend);
+      const outcome v = verify_step(s.handle, false);
+      if constexpr (has_verify<Secret>) EXPECT(v.threw && v.code == errc::closed);
+    }
+    for (auto& r : readers_) {
+      if (!r.r || r.m->closed) continue;
+      child_stage("Reader::read on an inherited", r.m->backend);
+      std::array<std::byte, 8> out{};
+      const outcome o = attempt([&] { (void)r.r->read(out); });
+      EXPECT(o.threw && o.code == errc::closed);
+    }
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      slot& s = slots_[i];
+      if (s.m == nullptr) continue;
+      if (((choices >> i) & 1U) != 0) {
+        child_stage("close() of an inherited", s.m->backend);
+        const outcome o = attempt([&] { s.handle.close(); });
+        // Only the secret whose callback this thread is inside refuses.
+        if (o.threw) EXPECT(o.code == errc::reentrant_close && s.m == inside);
+      }
+      child_stage("destructor of an inherited", s.m->backend);
+      s.handle = Secret{};
+    }
+    child_stage("destructor of an inherited Reader");
+    for (auto& r : readers_) r.r.reset();
+    // A child's counters start at 0 (metrics.hpp): the parent's secrets
+    // are not the child's, whatever the child did with them.
+    child_stage("counters after closing the inherited secrets");
+    (void)inside;
+    const std::uint64_t live = 0;
+    const std::uint64_t locked = 0;
+    EXPECT(securememory::metrics().in_use == live);
+    EXPECT(securememory::metrics().locked_bytes == locked);
+    EXPECT(securememory::metrics().cached_bytes == 0);
+    for (auto& b : *backends) {
+      const std::size_t size = (choices & 0x10U) != 0 ? os::page_size() + 100 : 1 + choices % 64;
+      std::vector<std::byte> bytes(size);
+      for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::byte>(0x80U | ((i * 7U + choices) & 0x7FU));
+      auto source = bytes;
+      child_stage("create in the child on", b.name);
+      std::optional<Secret> fresh;
+      const outcome c = attempt([&] { fresh.emplace(b.factory.create(source)); });
+      EXPECT(!c.threw);
+      child_stage("with_bytes in the child on", b.name);
+      bool called = false;
+      const outcome w = attempt([&] {
+        fresh->with_bytes([&](std::span<const std::byte> got) {
+          called = true;
+          EXPECT(got.size() == size && std::equal(got.begin(), got.end(), bytes.begin()));
+        });
+      });
+      EXPECT(!w.threw && called);
+      child_stage("close() in the child on", b.name);
+      const outcome x = attempt([&] { fresh->close(); });
+      EXPECT(!x.threw);
+    }
+    child_stage("counters after the child's own secrets");
+    EXPECT(securememory::metrics().in_use == live);
+    EXPECT(securememory::metrics().locked_bytes == locked);
+    child_stage("_exit");
+    _exit(0);
+  }
+
+  // Waits for the child: a child still blocked after the timeout hangs (it
+  // is killed and reported, with the stage it was in); one still running
+  // (a loaded machine) gets up to 10 times as long.
+  void wait_for_child(pid_t pid, const char* how, int parked) const {
+    const auto begin = std::chrono::steady_clock::now();
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    int status = 0;
+    bool hung = false;
+    for (int timeout = fork_timeout_ms;; timeout = fork_timeout_ms / 10) {
+      bool exited = false;
+      if (pidfd >= 0) {
+        pollfd p{pidfd, POLLIN, 0};
+        exited = poll(&p, 1, timeout) > 0;
+      } else {
+        for (int waited = 0; waited < timeout && !exited; waited += 1) {
+          exited = waitpid(pid, &status, WNOHANG) == pid;
+          if (!exited) usleep(1000);
+        }
+        if (exited) break;
+      }
+      if (exited) {
+        EXPECT(waitpid(pid, &status, 0) == pid);
+        break;
+      }
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - begin).count();
+      if (ms >= 10L * fork_timeout_ms || child_state(pid) != 'R') {
+        hung = true;
+        kill(pid, SIGKILL);
+        EXPECT(waitpid(pid, &status, 0) == pid);
+        break;
+      }
+    }
+    if (pidfd >= 0) close(pidfd);
+    if (hung) {
+      std::fprintf(stderr,
+                   "secret-fuzz: a forked child (fork %s; %d helper thread(s) parked inside a callback) did not finish "
+                   "within %d ms: it hung in: %s\n",
+                   how, parked, fork_timeout_ms, report->stage);
+      violated("a forked child hung (killed; see the line above)", __LINE__);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
+      std::fprintf(stderr, "secret-fuzz: in a forked child (fork %s): invariant violated, %s\n", how, report->failure);
+      violated("an invariant failed in a forked child (see the line above)", __LINE__);
+    }
+    std::fprintf(stderr, "secret-fuzz: a forked child (fork %s) ended with status %d (signal %d) in: %s\n", how,
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                 report->stage);
+    violated("a forked child died (see the line above)", __LINE__);
+  }
+
+  // The state letter of /proc/PID/stat ('R' running, 'S' sleeping, ...).
+  static char child_state(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    std::getline(in, text);
+    const auto paren = text.rfind(')');
+    return paren != std::string::npos && paren + 2 < text.size() ? text[paren + 2] : '?';
+  }
+
+  // set_page_cache_limit: closed secrets' pages may then stay cached
+  // (locked, no-access) until the end of the input sets it back to 0.
+  outcome op_cache_limit() {
+    static constexpr std::array<std::size_t, 4> limits{0, 4096, std::size_t{64} << 10U, std::size_t{1} << 20U};
+    const std::size_t limit = limits[in_.byte() % limits.size()];
+    securememory::set_page_cache_limit(limit);
+    cache_changed_ = true;
+    EXPECT(securememory::metrics().cached_bytes <= limit);
+    return {};
+  }
+
   // ---- end of input ----
 
   void finish() {
     plan.disarm();
+    check_peak_mappings();
+    for (auto& h : helpers_) unpark(h);
     for (auto& r : readers_) r.r.reset();
     for (auto& s : slots_) {
       s.handle = Secret{};
       close_model(s.m);
       s.m = nullptr;
     }
+    if (cache_changed_) {
+      // After set_page_cache_limit(0) returns, nothing stays cached.
+      securememory::set_page_cache_limit(0);
+      EXPECT(securememory::metrics().cached_bytes == 0);
+    }
     const auto now = securememory::metrics();
     EXPECT(now.in_use == start_.in_use);
     EXPECT(now.locked_bytes == start_.locked_bytes);
     EXPECT(now.allocated == start_.allocated + allocated_);
-    check_locked_memory(now);
+    check_locked_memory();
+    // The mappings are read when this input made a lib/os call (any other
+    // input cannot have changed them).
+    if (os_calls.load(std::memory_order_relaxed) != start_os_calls_) {
+      maps_view mapped = read_maps();
+      ++stats.maps_reads;
+      check_mappings(mapped);
+      *maps_at_start = std::move(mapped);  // the next input starts from here
+    }
   }
 
-  // The kernel's count of locked memory (VmLck) against what the library
-  // may legitimately keep: pages of the page cache (cached_bytes) and
-  // sealed's scratch slabs. Anything more is a leak, allowed only where the
-  // library reported it: a secretmem arena whose munmap failed stays mapped
-  // and locked (the backend drops it from its list: docs/testing.md, "Known
-  // gaps"), so it must be a memfd_secret mapping that appeared during this
-  // input, and a munmap failure must have been injected. Such memory may
-  // later go away with its mapping (a backend that keeps the arena and
-  // unmaps it when it empties again), never below zero in total.
-  void check_locked_memory(const securememory::metrics_snapshot& now) {
-    const std::int64_t locked_delta = (vm_locked_kb() - start_locked_kb_) * 1024;
-    const std::int64_t scratch_delta = sealed_scratch_locked() - start_scratch_;
-    EXPECT(scratch_delta >= 0);
-    const std::int64_t cached_delta =
-        static_cast<std::int64_t>(now.cached_bytes) - static_cast<std::int64_t>(start_.cached_bytes);
-    const std::int64_t leaked = locked_delta - scratch_delta - cached_delta;
-    if (!tracking_secretmem) {
-      EXPECT(leaked == 0);
-      return;
+  // The kernel's count of this process's locked memory (VmLck) is exactly
+  // what the library says it holds: its live secrets (locked_bytes), the
+  // page cache (cached_bytes) and its own (internal_locked_bytes: sealed's
+  // key, scratch pages and per-access mappings, secretmem arena pages no
+  // secret uses, including an arena kept after its munmap failed). Nothing
+  // else in this process locks memory. Checked with secrets live (before
+  // the end of an input) and after.
+  static void check_locked_memory() {
+    const auto m = securememory::metrics();
+    const std::int64_t vm = vm_locked_kb() * 1024;
+    const auto held = static_cast<std::int64_t>(m.locked_bytes + m.cached_bytes + m.internal_locked_bytes);
+    if (vm != held) {
+      std::fprintf(stderr, "secret-fuzz: VmLck %lld bytes; the library holds %llu live + %llu cached + %llu internal\n",
+                   static_cast<long long>(vm), static_cast<unsigned long long>(m.locked_bytes),
+                   static_cast<unsigned long long>(m.cached_bytes),
+                   static_cast<unsigned long long>(m.internal_locked_bytes));
     }
-    // Nothing changed: the memfd_secret mappings are those of the start
-    // (every arena made during the input was unmapped again), and the maps
-    // need not be read.
-    if (locked_delta == scratch_delta && cached_delta == 0) return;
-    intervals mapped = secretmem_mappings();
-    // Every change of locked memory beyond the scratch is a memfd_secret
-    // mapping that appeared or went away (secretmem pages are locked for
-    // their mapping's life; the page cache is off).
-    EXPECT(locked_delta - scratch_delta == length_of(mapped) - length_of(*secretmem_at_start));
-    const std::int64_t common = overlap(mapped, *secretmem_at_start);
-    if (leaked > 0) {
-      EXPECT(munmap_injected_ > 0);
-      EXPECT(leaked <= length_of(mapped) - common);  // appeared during this input
-      ++stats.leaked_inputs;
-    } else if (leaked < 0) {
-      // A backend that keeps such an arena (instead of forgetting it) may
-      // reuse it and unmap it later: the memory must go away with it.
-      EXPECT(-leaked <= length_of(*secretmem_at_start) - common);
+    EXPECT(vm == held);
+  }
+
+  // Mappings new sealed arena blocks made during this input may add (one
+  // each; or one fewer, a block that merges two neighbours).
+  [[nodiscard]] std::int64_t sealed_growth() const { return sealed_blocks_; }
+
+  // After the input: every secret is closed and nothing is cached, so the
+  // count is the one the input started with, plus new sealed blocks and
+  // slabs, plus what injected munmap failures left behind (at most
+  // max_leak_per_munmap each). A count below the start is allowed only as
+  // such leftovers going away or a new mapping merging two neighbours:
+  // anything else means the library unmapped something it did not own.
+  // secretmem arenas are counted by file: one made during the input must
+  // be gone again, unless an injected munmap failure kept it (the backend
+  // reuses such an arena and unmaps it when it empties again).
+  void check_mappings(const maps_view& now) {
+    const std::int64_t growth = sealed_growth();
+    const std::int64_t merges = sealed_growth() + munmap_injected_;
+    const std::int64_t delta = library_delta(*maps_at_start, now, -merges - plan.leaked_mappings,
+                                             munmap_injected_ > 0 ? growth + munmap_injected_ * max_leak_per_munmap : growth);
+    bool ok = delta <= growth + munmap_injected_ * max_leak_per_munmap;
+    if (munmap_injected_ == 0) ok = ok && delta <= growth;
+    if (delta < -merges) ok = ok && -delta - merges <= plan.leaked_mappings;
+    std::int64_t kept_arenas = 0;
+    for (const auto& [inode, k] : now.arenas) {
+      if (maps_at_start->arenas.count(inode) == 0) ++kept_arenas;
     }
-    plan.leaked_locked_bytes += leaked;
-    EXPECT(plan.leaked_locked_bytes >= 0);  // never more given back than was left behind
-    *secretmem_at_start = std::move(mapped);  // the next input starts from here
+    if (kept_arenas > 0 && munmap_injected_ == 0) ok = false;
+    if (kept_arenas > 0) ++stats.kept_arenas;
+    if (!ok) {
+      print_maps_change(*maps_at_start, now);
+      std::fprintf(stderr,
+                   "secret-fuzz: %lld more counted as the library's; allowed: %lld new (sealed blocks and slabs), %d injected munmap "
+                   "failures, %lld mappings left by earlier ones; %lld secretmem arenas made during the input are "
+                   "still mapped\n",
+                   static_cast<long long>(delta), static_cast<long long>(growth), munmap_injected_, static_cast<long long>(plan.leaked_mappings),
+                   static_cast<long long>(kept_arenas));
+      violated("the mapping count did not come back to what the model allows after the input", __LINE__);
+    }
+    if (munmap_injected_ > 0 && delta > growth) {
+      plan.leaked_mappings += delta - growth;
+      ++stats.leaked_mapping_inputs;
+    } else if (delta < -merges) {
+      plan.leaked_mappings -= -delta - merges;
+    }
+  }
+
+  // Before the end of the input, with the secrets still live: at most what
+  // they may cost (lib/backends/*.hpp): protectedmemory one mapping each
+  // (its region; a cached run too), memguard four (libsodium's base page,
+  // two guard pages, the data), sealed none (one held open by a parked
+  // helper and larger than a page: its scratch mapping), secretmem two per
+  // slot carved during the input (the slot and its guard: a closed slot
+  // keeps its mappings while its arena lives) plus two per new arena (a
+  // free remainder, the guard after its last slot) and one outside it (a
+  // guard after its end), and never more new arenas than slots; sealed's
+  // key is one more secretmem or memguard region. Read only when a secret
+  // is live or cached.
+  void check_peak_mappings() {
+    check_locked_memory();
+    std::int64_t allowed = sealed_growth() + munmap_injected_ * max_leak_per_munmap;
+    bool live = false;
+    std::vector<const model_secret*> open_by_helpers;
+    for (const auto& m : secrets_) {
+      if (m->closed) continue;
+      live = true;
+      if (m->backend == "protectedmemory") allowed += 1;
+      if (m->backend == "memguard") allowed += 4;
+    }
+    for (const auto& h : helpers_) {
+      if (!h.parked() || h.m == nullptr || h.m->backend != "sealed" || h.m->size <= os::page_size()) continue;
+      if (std::find(open_by_helpers.begin(), open_by_helpers.end(), h.m) == open_by_helpers.end()) {
+        open_by_helpers.push_back(h.m);  // one opening per secret, however many readers
+        allowed += 1;
+      }
+    }
+    const auto cached = static_cast<std::int64_t>(securememory::metrics().cached_bytes / os::page_size());
+    allowed += cached;
+    // sealed's key (backends/sealed/key.hpp), alive while a sealed secret
+    // is (or while the cache's bound is not 0): a region of the strongest
+    // backend, secretmem (one slot of an arena) or memguard (four).
+    const std::int64_t key = sealed_used_ ? 1 : 0;
+    allowed += 4 * key;
+    if ((!live && cached == 0) || os_calls.load(std::memory_order_relaxed) == start_os_calls_) return;
+    const maps_view now = read_maps();
+    std::int64_t new_arenas = 0;
+    for (const auto& [inode, k] : now.arenas) {
+      if (maps_at_start->arenas.count(inode) == 0) ++new_arenas;
+    }
+    allowed += new_arenas;  // a guard page after an arena's end
+    const std::int64_t arena_growth = now.arena_mappings() - maps_at_start->arena_mappings();
+    const bool arenas_ok = new_arenas <= secretmem_creates_ + key &&
+                           arena_growth <= 2 * (secretmem_creates_ + key) + 2 * new_arenas +
+                                               munmap_injected_ * max_leak_per_munmap;
+    if (library_delta(*maps_at_start, now, std::numeric_limits<std::int64_t>::min(), allowed) > allowed || !arenas_ok) {
+      print_maps_change(*maps_at_start, now);
+      std::fprintf(stderr,
+                   "secret-fuzz: at most %lld more allowed outside secretmem arenas; secretmem: %lld new arenas, "
+                   "%lld more mappings in arenas, %lld secretmem secrets created\n",
+                   static_cast<long long>(allowed), static_cast<long long>(new_arenas),
+                   static_cast<long long>(arena_growth), static_cast<long long>(secretmem_creates_));
+      violated("more mappings than the live secrets may cost", __LINE__);
+    }
   }
 
   input& in_;
   securememory::metrics_snapshot start_;
-  long start_locked_kb_;
-  std::int64_t start_scratch_;
+  std::uint64_t start_os_calls_;
   int munmap_injected_ = 0;
+  int forks_ = 0;
+  std::int64_t sealed_blocks_ = 0;  // creations that may have mapped a sealed arena block
+  std::int64_t secretmem_creates_ = 0;
+  bool sealed_used_ = false;  // a sealed secret was created: its key may be alive
+  bool cache_changed_ = false;
+  bool logged_ = false;  // the close of this step logged a line
+  std::array<parked_helper, 2> helpers_{};
   std::uint64_t allocated_ = 0;
   std::vector<std::unique_ptr<model_secret>> secrets_;
   std::array<reader_slot, 3> readers_{};
@@ -906,15 +1883,60 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
     std::exit(77);  // test/fuzz/run.py reports the target as skipped
   }
   // The page cache keeps closed secrets' pages locked by design (it has its
-  // own tests): off here, so that VmLck must return to its start after
-  // every input. Each backend's one-time locked state (sealed's key and
-  // per-thread scratch) is made now, before any input is measured.
+  // own tests): off here (inputs turn it on for a while), so that VmLck must
+  // return to its start after every input. Each backend's one-time locked
+  // state (sealed's key and per-thread scratch) is made now, before any
+  // input is measured; so are the harness's own mappings (the page shared
+  // with forked children, the stacks of its threads) and the sanitizer's
+  // bookkeeping for as many threads as the harness runs at once.
   securememory::set_page_cache_limit(0);
+  if (const char* t = std::getenv("SECUREMEMORY_FUZZ_FORK_TIMEOUT_MS")) fork_timeout_ms = std::max(1, std::atoi(t));
+  trace = std::getenv("SECUREMEMORY_FUZZ_TRACE") != nullptr;
+  void* shared = mmap(nullptr, sizeof(child_report), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) violated("cannot map the page shared with forked children", __LINE__);
+  report = new (shared) child_report{};
+  for (auto& t : pool) t = new pool_thread();  // lives for the process
+  std::vector<Secret> warm;
   for (const auto& b : *backends) {
-    (void)b.factory.create_random(1);
-    tracking_secretmem = tracking_secretmem || b.name == "secretmem";
+    warm.push_back(b.factory.create_random(1));
+    if (b.name == "memguard") max_leak_per_munmap = std::max<std::int64_t>(max_leak_per_munmap, 4);
+    if (b.name == "secretmem") max_leak_per_munmap = std::max<std::int64_t>(max_leak_per_munmap, 2 * 1024 + 1);
   }
-  secretmem_at_start = new intervals(secretmem_mappings());
+  // Each thread (and the main thread) once does what inputs make it do:
+  // the sanitizer maps per-thread data the first time a thread uses the
+  // thread-local storage of a shared library (libstdc++'s exception state,
+  // for one), and sealed makes a scratch slab per reading thread.
+  const auto exercise = [&warm] {
+    for (const auto& s : warm) {
+      s.with_bytes([](std::span<const std::byte>) {});
+      std::array<std::byte, 4> out{};
+      (void)s.reader().read(out);
+      (void)attempt([&] { s.verify(); });
+    }
+    for (const auto& b : *backends) {
+      Secret made = b.factory.create_random(os::page_size() + 1);
+      made.with_bytes([](std::span<const std::byte>) {});
+      made.close();
+      (void)attempt([&] { made.with_bytes([](std::span<const std::byte>) {}); });
+    }
+  };
+  {
+    std::array<worker, max_workers> threads;
+    for (auto& t : threads) t.start(exercise);
+    for (auto& t : threads) t.join();
+  }
+  exercise();
+  warm.clear();
+  for (const auto& b : *backends) {
+    if (b.name != "sealed") continue;
+    const Secret probe = b.factory.create_random(1);
+    // Where the bytes were shown, as a number (a callback may not return a pointer).
+    const auto* chunk = reinterpret_cast<const std::byte*>(  // NOLINT(performance-no-int-to-ptr)
+        probe.with_bytes([](std::span<const std::byte> bytes) { return reinterpret_cast<std::uintptr_t>(bytes.data()); }));
+    if (!find_scratch(chunk, securememory::detail::sealed_stats().scratch_slab_count)) {
+      violated("sealed's scratch reservation is not where the model expects it (see find_scratch())", __LINE__);
+    }
+  }
   std::fprintf(stderr, "secret-fuzz: %zu backends, %d lib/os calls can fail\n", backends->size(), call_count);
   os::set_fault_hook(&fault_hook, nullptr);
   std::atexit(print_totals);
@@ -922,6 +1944,12 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  // The first reading is taken here, not at start-up: libFuzzer starts its
+  // own thread (-rss_limit_mb) after LLVMFuzzerInitialize.
+  if (maps_at_start == nullptr) {
+    settle_threads();
+    maps_at_start = new maps_view(read_maps());
+  }
   input in(data, size);
   run r(in);
   r.execute();
