@@ -184,7 +184,8 @@ std::atomic<const sealed*> first_instance{nullptr};
 
 class sealed final : public backend {
  public:
-  explicit sealed(sealed_parts::key_backend_source source) : key_(std::move(source)) {
+  explicit sealed(sealed_parts::key_backend_source source)
+      : key_(std::move(source), sealed_parts::preferred_cipher()) {
     register_process_hooks();
     const std::lock_guard lock(keys().mutex);
     keys().keys.push_back(&key_);
@@ -356,6 +357,11 @@ bool is_sealed(const backend& b) noexcept { return dynamic_cast<const sealed*>(&
 std::span<const std::byte> key_bytes_of(const backend& b) noexcept {
   const auto* s = dynamic_cast<const sealed*>(&b);
   return s != nullptr ? s->key().bytes_for_tests() : std::span<const std::byte>{};
+}
+
+std::string_view sealed_cipher(const backend& b) noexcept {
+  const auto* s = dynamic_cast<const sealed*>(&b);
+  return s != nullptr ? sealed_parts::cipher_name(s->key().kind()) : std::string_view{};
 }
 
 std::string_view sealed_key_backend(const backend& b) noexcept {
