@@ -4,17 +4,19 @@
 // Layout: one page, mapped by map_locked() (locked, MADV_DONTDUMP,
 // MADV_WIPEONFORK), never unmapped:
 //
-//   | header (64): generation seeded + 1 | pad | slot 0 (128) | slot 1 | ...
-//   slot = | mutex (4) | pad (28) | key (32) | block (64) |
+//   | header (64): generation seeded + 1, seed | slot 0 (576) | slot 1 | ...
+//   slot = | mutex (4) | buffered (4) | key (32) | stream (512) | pad |
 //
 // Each slot is a ChaCha20 generator in the "fast key erasure" style
-// (Bernstein, 2017): every request is served from the keystream of the
-// slot's current key, and the key is replaced by other bytes of that same
-// keystream before the request returns, so the state after a request says
-// nothing about what it or any earlier request produced. A thread uses the
-// slot of its number (threads are numbered in order of first use) modulo
-// the slot count, under the slot's mutex: threads on different slots share
-// no cache line.
+// (Bernstein, 2017): a refill computes 512 bytes of keystream under the
+// slot's key, whose first 32 bytes replace the key and whose other 480 are
+// served to requests (and wiped as they are served); a request longer than
+// that is served from another nonce of the key, which is then replaced. So
+// the state after a request says nothing about what it or any earlier
+// request produced. A thread uses the slot of its number (threads are
+// numbered in order of first use) modulo the slot count (7 with 4 KiB
+// pages), under the slot's mutex: threads on different slots share no
+// cache line.
 //
 // Seeding: the first request of a process (and of every forked child)
 // fills every slot's key from the kernel (randombytes_buf: getrandom) in one

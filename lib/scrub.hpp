@@ -44,6 +44,10 @@ inline constexpr std::size_t scrub_aes_stack_bytes = 1024;
 /// which keeps its blocks in vector registers and needs less stack.
 void scrub_after_aes() noexcept;
 
+/// Zeroes the registers scrub_registers_and_stack() zeroes, and no stack:
+/// after a copy (memcpy) that went through vector registers only.
+void scrub_registers() noexcept;
+
 /// Runs scrub_registers_and_stack() when the enclosing scope ends, on the
 /// normal and on the exceptional path.
 struct scrub_on_exit {

@@ -73,8 +73,8 @@ TEST_CASE("csprng: outputs of every length differ from each other and cover ever
   std::bitset<256> values;
   for (const std::byte b : draw(std::size_t{1} << 16U)) values.set(static_cast<unsigned char>(b));
   CHECK(values.all());
-  // Short requests are served from the second half of a block whose first
-  // half is the next key: no byte of one request reappears in the next.
+  // Requests are served from a buffer whose bytes are handed out once: no
+  // byte run of one request reappears in the next.
   const auto a = draw(32);
   const auto b = draw(32);
   CHECK(std::search(b.begin(), b.end(), a.begin(), a.begin() + 8) == b.end());
