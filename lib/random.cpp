@@ -47,7 +47,6 @@ namespace {
 
 constexpr std::size_t key_bytes = crypto_stream_chacha20_ietf_KEYBYTES;
 constexpr std::size_t nonce_bytes = crypto_stream_chacha20_ietf_NONCEBYTES;
-constexpr std::size_t block_bytes = 64;
 constexpr memory_user user{"the random-number generator's state", "securememory", 0};
 
 struct alignas(64) header {
