@@ -63,8 +63,9 @@ constinit std::atomic<std::uint64_t> next_key_id{1};
 
 // The AES-GCM state's place in a key region: 16-byte aligned after the key.
 unsigned char* state_in(std::byte* data) noexcept {
-  const auto at = reinterpret_cast<std::uintptr_t>(data) + key_bytes;
-  return reinterpret_cast<unsigned char*>((at + state_align - 1) & ~std::uintptr_t{state_align - 1});
+  auto* after_key = reinterpret_cast<unsigned char*>(data) + key_bytes;
+  const std::size_t misaligned = reinterpret_cast<std::uintptr_t>(after_key) & (state_align - 1);
+  return misaligned == 0 ? after_key : after_key + (state_align - misaligned);
 }
 
 std::uint64_t current_generation() noexcept { return fork_generation() + 1; }
@@ -161,11 +162,11 @@ void sealing_key::make(std::uint64_t want) {
   }
   std::shared_ptr<backend> old_backend;
   region old_region{};
-  bool lost = false;
+  std::shared_ptr<backend> lost;
   {
     const std::lock_guard lock(mutex_);
     if (generation_.load(std::memory_order_relaxed) == want) {
-      lost = true;  // another thread made it meanwhile
+      lost = std::move(b);  // another thread made it meanwhile
     } else {
       old_backend = std::move(backend_);
       old_region = region_;
@@ -177,7 +178,7 @@ void sealing_key::make(std::uint64_t want) {
     }
   }
   if (lost) {
-    release_region(*b, r);
+    release_region(*lost, r);
     return;
   }
   // A parent's key region, in a forked child: wiped or not mapped here.
