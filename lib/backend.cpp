@@ -7,6 +7,15 @@
 
 namespace securememory {
 
+std::string_view to_string(Access a) noexcept {
+  switch (a) {
+    case Access::none: return "none";
+    case Access::read: return "read";
+    case Access::read_write: return "read_write";
+  }
+  return "unknown";
+}
+
 Backend::~Backend() = default;
 
 BackendDescription Backend::describe() const noexcept { return {}; }

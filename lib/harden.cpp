@@ -21,8 +21,8 @@
 
 namespace securememory {
 
-harden_report harden_process(const harden_options& options) {
-  harden_report report;
+HardenReport harden_process(const HardenOptions& options) {
+  HardenReport report;
   std::string done;  // what already took effect, for a later failure's message
   if (options.disable_core_dumps) {
     rlimit core{};

@@ -34,6 +34,11 @@ std::uint64_t fork_generation() noexcept;
 
 // --- errors ---------------------------------------------------------------
 
+/// Sets ec (and the thread's last_error_message()) from a caught
+/// exception: an Error's code, out_of_memory for std::bad_alloc,
+/// invalid_argument otherwise.
+void set_error_code(std::error_code& ec, const std::exception& e) noexcept;
+
 /// Throws error(e) with "<what>: <call> failed: ENOMEM (...). <hint>".
 [[noreturn]] void throw_os_error(errc e, const char* what, const char* call, int err, const std::string& hint = {});
 

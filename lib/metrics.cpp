@@ -26,7 +26,7 @@ constinit std::array<std::atomic<detail::locked_source>, max_sources> internal_s
 
 }  // namespace
 
-metrics_snapshot metrics() noexcept {
+MetricsSnapshot metrics() noexcept {
   std::uint64_t internal = 0;
   for (const auto& source : internal_sources) {
     if (const auto fn = source.load(std::memory_order_acquire)) internal += fn();

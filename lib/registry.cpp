@@ -101,7 +101,7 @@ std::shared_ptr<backend> make_default_sealed() {
 
 }  // namespace
 
-registry::registry() : impl_(new detail::registry_impl()) {
+Registry::Registry() : impl_(new detail::registry_impl()) {
   registry_list& l = all_registries();
   const std::lock_guard lock(l.mutex);
   impl_->next = l.head;
@@ -109,7 +109,7 @@ registry::registry() : impl_(new detail::registry_impl()) {
   l.head = impl_;
 }
 
-registry::~registry() {
+Registry::~Registry() {
   {
     registry_list& l = all_registries();
     const std::lock_guard lock(l.mutex);
@@ -120,7 +120,7 @@ registry::~registry() {
   delete impl_;
 }
 
-void registry::add(std::string name, BackendMaker maker) {
+void Registry::add(std::string name, BackendMaker maker) {
   if (name.empty()) throw error(errc::invalid_argument, "register_backend: the backend name must not be empty");
   if (!maker) throw error(errc::invalid_argument, "register_backend: the maker for " + detail::quoted(name) + " is null");
   auto shared = std::make_shared<const BackendMaker>(std::move(maker));
@@ -132,7 +132,7 @@ void registry::add(std::string name, BackendMaker maker) {
   impl_->makers.emplace(std::move(name), std::move(shared));
 }
 
-std::vector<std::string> registry::names() const {
+std::vector<std::string> Registry::names() const {
   const std::lock_guard lock(impl_->mutex);
   std::vector<std::string> out;
   out.reserve(impl_->makers.size());
@@ -140,7 +140,7 @@ std::vector<std::string> registry::names() const {
   return out;
 }
 
-bool registry::available(std::string_view name) const {
+bool Registry::available(std::string_view name) const {
   try {
     return (*find(*impl_, name))() != nullptr;
   } catch (const error&) {
@@ -148,14 +148,14 @@ bool registry::available(std::string_view name) const {
   }
 }
 
-SecretFactory registry::make_factory(std::string_view name) const {
+SecretFactory Registry::make_factory(std::string_view name) const {
   const auto maker = find(*impl_, name);
   std::shared_ptr<backend> b = (*maker)();
   if (!b) throw error(errc::invalid_argument, "the maker of backend " + detail::quoted(name) + " returned no backend");
   return SecretFactory(std::move(b));
 }
 
-SecretFactory registry::make_factory(std::string_view name, const Guarantees& required) const {
+SecretFactory Registry::make_factory(std::string_view name, const Guarantees& required) const {
   SecretFactory factory = make_factory(name);
   const Guarantees got = factory.guarantees();
   std::string missing;
@@ -182,9 +182,34 @@ SecretFactory registry::make_factory(std::string_view name, const Guarantees& re
   return factory;
 }
 
-registry& default_registry() {
-  static registry* instance = [] {
-    auto* r = new registry();  // never destroyed: see the file comment
+namespace {
+
+// Runs a throwing make_factory, reporting through ec instead.
+template <class F>
+std::optional<SecretFactory> reporting(std::error_code& ec, F&& make) noexcept {
+  ec.clear();
+  try {
+    return make();
+  } catch (const std::exception& e) {
+    detail::set_error_code(ec, e);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<SecretFactory> Registry::make_factory(std::string_view name, std::error_code& ec) const noexcept {
+  return reporting(ec, [&] { return make_factory(name); });
+}
+
+std::optional<SecretFactory> Registry::make_factory(std::string_view name, const Guarantees& required,
+                                                    std::error_code& ec) const noexcept {
+  return reporting(ec, [&] { return make_factory(name, required); });
+}
+
+Registry& default_registry() {
+  static Registry* instance = [] {
+    auto* r = new Registry();  // never destroyed: see the file comment
     r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
     r->add("secretmem", detail::make_secretmem);
@@ -207,6 +232,19 @@ SecretFactory make_factory() {
   const std::string_view name = env != nullptr && *env != '\0' ? std::string_view(env) : std::string_view("protectedmemory");
   if (require == nullptr || *require == '\0') return make_factory(name);
   return make_factory(name, parse_guarantees(require));
+}
+
+std::optional<SecretFactory> make_factory(std::string_view backend, std::error_code& ec) noexcept {
+  return reporting(ec, [&] { return make_factory(backend); });
+}
+
+std::optional<SecretFactory> make_factory(std::string_view backend, const Guarantees& required,
+                                          std::error_code& ec) noexcept {
+  return reporting(ec, [&] { return make_factory(backend, required); });
+}
+
+std::optional<SecretFactory> make_factory(std::error_code& ec) noexcept {
+  return reporting(ec, [] { return make_factory(); });
 }
 
 std::vector<std::string> backend_names() { return default_registry().names(); }

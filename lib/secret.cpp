@@ -546,9 +546,21 @@ bool secret_state::inside_own_access(const access_scope* scope) const noexcept {
 void retain(secret_state* s) noexcept { s->retain(); }
 void drop(secret_state* s) noexcept { s->drop(); }
 
-access_scope::access_scope(state_ref state) : state_(std::move(state)), outer_(innermost) {
-  if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
+access_scope::access_scope(state_ref state) : state_(std::move(state)) { enter(); }
+
+access_scope::access_scope(state_ref state, std::error_code& ec) noexcept : state_(std::move(state)) {
+  try {
+    enter();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+    done_ = true;  // nothing to end
+  }
+}
+
+void access_scope::enter() {
+  if (!state_) throw Error(Errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->begin_access();
+  outer_ = innermost;
   innermost = this;
 }
 
@@ -562,13 +574,48 @@ access_scope::~access_scope() {
   }
 }
 
-std::span<const std::byte> access_scope::bytes() const noexcept { return state_->bytes(); }
+std::span<const std::byte> access_scope::bytes() const noexcept {
+  return done_ ? std::span<const std::byte>{} : state_->bytes();
+}
 
 void access_scope::finish() {
   done_ = true;
   innermost = outer_;
   state_->end_access(true);
 }
+
+void access_scope::finish(std::error_code& ec) noexcept {
+  try {
+    finish();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+  }
+}
+
+void null_callback(std::error_code& ec) noexcept {
+  try {
+    throw_null_callback();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+  }
+}
+
+namespace {
+
+// Runs f, turning an exception into ec (and the thread's last message);
+// returns f's result, or a default one on an error.
+template <class F>
+auto reporting(std::error_code& ec, F&& f) noexcept -> decltype(f()) {
+  ec.clear();
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    set_error_code(ec, e);
+  }
+  if constexpr (!std::is_void_v<decltype(f())>) return {};
+}
+
+}  // namespace
 
 }  // namespace detail
 
@@ -598,14 +645,26 @@ void Secret::close() {
   if (state_) state_->close(detail::innermost);
 }
 
+void Secret::close(std::error_code& ec) noexcept {
+  detail::reporting(ec, [&] { close(); });
+}
+
 void Secret::verify() const {
-  if (!state_) throw error(errc::closed, "secret handle is empty (moved from or default-constructed)");
+  if (!state_) throw Error(Errc::closed, "secret handle is empty (moved from or default-constructed)");
   state_->verify_now();
+}
+
+void Secret::verify(std::error_code& ec) const noexcept {
+  detail::reporting(ec, [&] { verify(); });
 }
 
 Reader Secret::reader() const {
   if (!state_ || state_->is_closed()) throw error(errc::closed, "cannot read a closed secret");
   return Reader(state_);
+}
+
+std::optional<Reader> Secret::reader(std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return std::optional<Reader>(reader()); });
 }
 
 // --- Reader ---------------------------------------------------------------
@@ -623,6 +682,29 @@ std::size_t Reader::read(std::span<std::byte> out) {
   scope.finish();
   offset_ += n;
   return n;
+}
+
+std::size_t Reader::read(std::span<std::byte> out, std::error_code& ec) noexcept {
+  return detail::reporting(ec, [&] { return read(out); });
+}
+
+bool equal(const Secret& a, const Secret& b) {
+  const detail::scrub_on_exit scrub;  // sodium_memcmp's registers
+  if (a.size() != b.size()) {
+    a.verify();  // closed, empty or inherited handles still say so
+    b.verify();
+    return false;
+  }
+  return a.with_bytes([&](std::span<const std::byte> x) {
+    return b.with_bytes([&](std::span<const std::byte> y) { return sodium_memcmp(x.data(), y.data(), x.size()) == 0; });
+  });
+}
+
+bool equal(const Secret& a, std::span<const std::byte> bytes) {
+  const detail::scrub_on_exit scrub;
+  return a.with_bytes([&](std::span<const std::byte> x) {
+    return x.size() == bytes.size() && sodium_memcmp(x.data(), bytes.data(), x.size()) == 0;
+  });
 }
 
 // --- SecretFactory --------------------------------------------------------
@@ -665,6 +747,31 @@ Secret SecretFactory::create(std::span<std::byte> source) const {
       source.data());
   sodium_memzero(source.data(), source.size());
   return Secret(std::move(state));
+}
+
+Secret SecretFactory::create(std::span<std::byte> source, std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return create(source); });
+}
+
+Secret SecretFactory::create_random(std::size_t size, std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return create_random(size); });
+}
+
+Secret SecretFactory::create_from_fd(int fd, std::size_t size, std::error_code& ec) const noexcept {
+  return detail::reporting(ec, [&] { return create_from_fd(fd, size); });
+}
+
+Secret SecretFactory::create_with_callback(std::size_t size, fill_callback fill, void* context,
+                                           std::error_code& ec) const {
+  ec.clear();
+  try {
+    return create_with_callback(size, fill, context);
+  } catch (const Error& e) {  // the library's errors, also from a secret used inside fill; fill's own propagate
+    detail::set_error_code(ec, e);
+  } catch (const std::bad_alloc& e) {
+    detail::set_error_code(ec, e);
+  }
+  return {};
 }
 
 Secret SecretFactory::create_random(std::size_t size) const {

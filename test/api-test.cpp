@@ -69,12 +69,11 @@ SM_TEST("sizes of zero and sizes whose page rounding overflows are invalid_size"
   CHECK(securememory::metrics().allocated == before.allocated);
 }
 
-SM_TEST("with_bytes returns the callback's result, including references", "[api]") {
+SM_TEST("with_bytes returns the callback's result (by value)", "[api]") {
   auto secret = securememory::make_factory(any_backend()).create_random(16);
   CHECK(secret.with_bytes([](std::span<const std::byte> b) { return b.size(); }) == 16);
-  int value = 0;
-  int& ref = secret.with_bytes([&](std::span<const std::byte>) -> int& { return value; });
-  CHECK(&ref == &value);
+  const auto copy = secret.with_bytes([](std::span<const std::byte> b) { return std::vector<std::byte>(b.begin(), b.end()); });
+  CHECK(copy.size() == 16);
   bool called = false;
   secret.with_bytes([&](std::span<const std::byte>) { called = true; });
   CHECK(called);
@@ -210,6 +209,106 @@ SM_TEST("metrics count secrets and their locked pages", "[api][metrics]") {
   CHECK(securememory::metrics().allocated == before.allocated + 1);
 }
 
+TEST_CASE("every Errc compares equal to its std::errc condition and has a name", "[errors]") {
+  using E = securememory::Errc;
+  const std::vector<std::pair<E, std::errc>> map{
+      {E::closed, std::errc::bad_file_descriptor},          {E::invalid_size, std::errc::invalid_argument},
+      {E::memlock_limit, std::errc::not_enough_memory},     {E::out_of_memory, std::errc::not_enough_memory},
+      {E::protection_failed, std::errc::permission_denied}, {E::unknown_backend, std::errc::invalid_argument},
+      {E::duplicate_backend, std::errc::file_exists},       {E::backend_unavailable, std::errc::not_supported},
+      {E::reentrant_close, std::errc::resource_deadlock_would_occur},
+      {E::integrity_violation, std::errc::state_not_recoverable},
+      {E::release_failed, std::errc::io_error},            {E::invalid_argument, std::errc::invalid_argument},
+      {E::read_failed, std::errc::io_error},
+  };
+  CHECK(map.size() == static_cast<std::size_t>(E::read_failed));  // every value
+  for (const auto& [ours, theirs] : map) {
+    CAPTURE(securememory::to_string(ours));
+    const std::error_code code = ours;
+    CHECK(code == theirs);
+    CHECK(securememory::to_string(ours) != "unknown");
+    CHECK(securememory::category().message(static_cast<int>(ours)) != "unknown securememory error");
+  }
+  CHECK(std::error_code(E::out_of_memory) != std::errc::io_error);
+  CHECK(E::canary_violation == E::integrity_violation);  // the earlier name
+  CHECK(securememory::to_string(securememory::Access::read_write) == "read_write");
+  CHECK(securememory::to_string(securememory::ViolationCheck::on_verify) == "on_verify");
+  CHECK(securememory::to_string(securememory::ViolationKind::authentication_failed) == "authentication_failed");
+  CHECK(securememory::to_string(securememory::ViolationPolicy::quarantine) == "quarantine");
+}
+
+SM_TEST("the error_code overloads report what the throwing ones throw, and keep the message", "[errors][api]") {
+  auto factory = securememory::make_factory(any_backend());
+  std::error_code ec;
+  (void)factory.create_random(0, ec);
+  CHECK(ec == errc::invalid_size);
+  CHECK(securememory::last_error_message().find("at least 1 byte") != std::string_view::npos);
+  auto secret = factory.create_random(16, ec);
+  CHECK_FALSE(ec);
+  const auto n = secret.with_bytes([](std::span<const std::byte> b) { return b.size(); }, ec);
+  CHECK_FALSE(ec);
+  CHECK(n == std::optional<std::size_t>(16));
+  secret.close(ec);
+  CHECK_FALSE(ec);
+  CHECK_FALSE(secret.with_bytes([](std::span<const std::byte> b) { return b.size(); }, ec).has_value());
+  CHECK(ec == errc::closed);
+  secret.verify(ec);
+  CHECK(ec == errc::closed);
+  CHECK_FALSE(secret.reader(ec).has_value());
+  CHECK(ec == errc::closed);
+  CHECK_FALSE(securememory::make_factory("no-such-backend", ec).has_value());
+  CHECK(ec == errc::unknown_backend);
+  // An exception of the caller's own still propagates from create_with(ec).
+  CHECK_THROWS_AS(factory.create_with(8, [](std::span<std::byte>) { throw std::runtime_error("mine"); }, ec),
+                  std::runtime_error);
+}
+
+SM_TEST("equal() compares secrets and bytes in constant time", "[api]") {
+  auto factory = securememory::make_factory(any_backend());
+  auto pattern = test::pattern(32, 5);
+  auto copy = pattern;
+  const auto expected = pattern;
+  auto a = factory.create(pattern);
+  auto b = factory.create(copy);
+  auto c = factory.create_random(32);
+  auto shorter = factory.create_random(16);
+  CHECK(securememory::equal(a, b));
+  CHECK_FALSE(securememory::equal(a, c));
+  CHECK_FALSE(securememory::equal(a, shorter));
+  CHECK(securememory::equal(a, std::span<const std::byte>(expected)));
+  CHECK_FALSE(securememory::equal(a, std::span<const std::byte>(expected).first(31)));
+  b.close();
+  CHECK(test::error_of([&] { (void)securememory::equal(a, b); }) == errc::closed);
+}
+
+TEST_CASE("version(): the library's version matches these headers", "[api]") {
+  CHECK(securememory::version() == SECUREMEMORY_VERSION_STRING);
+  CHECK(SECUREMEMORY_VERSION == SECUREMEMORY_VERSION_MAJOR * 10000 + SECUREMEMORY_VERSION_MINOR * 100 + SECUREMEMORY_VERSION_PATCH);
+}
+
+TEST_CASE("WipingBuffer: zeroed, wiped when destroyed, cleared or resized", "[api][buffer]") {
+  securememory::WipingBuffer buffer(64);
+  CHECK(buffer.size() == 64);
+  CHECK(std::all_of(buffer.data(), buffer.data() + 64, [](std::byte x) { return x == std::byte{0}; }));
+  std::fill(buffer.data(), buffer.data() + 64, std::byte{0x77});
+  buffer.resize(100);
+  CHECK(buffer.size() == 100);
+  CHECK(buffer.data()[63] == std::byte{0x77});
+  CHECK(buffer.data()[64] == std::byte{0});
+  // What Reader::read copies out, into a buffer that wipes itself.
+  auto secret = securememory::make_factory(any_backend()).create_random(40);
+  auto reader = secret.reader();
+  securememory::WipingBuffer out(40);
+  CHECK(reader.read(out) == 40);
+  CHECK(securememory::equal(secret, out));
+  securememory::WipingBuffer moved = std::move(out);
+  CHECK(out.empty());  // NOLINT(bugprone-use-after-move): the moved-from state is specified
+  CHECK(moved.size() == 40);
+  moved.clear();
+  CHECK(moved.empty());
+  CHECK(moved.data() == nullptr);
+}
+
 TEST_CASE("errors are system_errors in the securememory category", "[errors]") {
   const securememory::error e(errc::memlock_limit, "what happened", ENOMEM);
   const std::system_error& base = e;
@@ -217,7 +316,7 @@ TEST_CASE("errors are system_errors in the securememory category", "[errors]") {
   CHECK(base.code() == errc::memlock_limit);
   CHECK(e.sys_errno() == ENOMEM);
   CHECK(std::string(e.what()).find("what happened") != std::string::npos);
-  for (int v = 1; v <= static_cast<int>(errc::invalid_argument); ++v) {
+  for (int v = 1; v <= static_cast<int>(errc::read_failed); ++v) {
     CHECK(securememory::category().message(v) != "unknown securememory error");
   }
 }

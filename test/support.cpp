@@ -108,7 +108,9 @@ bool all_zero_at(const std::byte* p, std::size_t n) {
 }
 
 const std::byte* address_of(const securememory::Secret& s) {
-  return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
+  const std::byte* at = nullptr;
+  s.with_bytes([&](std::span<const std::byte> b) { at = b.data(); });  // the address, not the bytes: it leaves the call
+  return at;
 }
 
 std::vector<std::byte> read_process_memory(const void* addr, std::size_t n) {

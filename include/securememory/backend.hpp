@@ -23,7 +23,7 @@
 
 #include <securememory/config.hpp>
 #include <securememory/guarantees.hpp>
-#include <securememory/violation.hpp>
+#include <securememory/violation_kind.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -38,6 +38,9 @@ enum class Access : unsigned char {
   read,        ///< Read-only: reads work, writes fault.
   read_write,  ///< Readable and writable (only while the library fills or wipes it).
 };
+
+/// "none", "read", "read_write".
+[[nodiscard]] SECUREMEMORY_API std::string_view to_string(Access a) noexcept;
 
 /// One secret's memory, as a backend handed it out.
 struct Region {

@@ -14,7 +14,7 @@
 namespace securememory {
 
 /// What harden_process() should change. Both are on by default.
-struct harden_options {
+struct HardenOptions {
   /// Set RLIMIT_CORE to 0, soft and hard: this process (and children it
   /// forks later) can no longer write core files, and without
   /// CAP_SYS_RESOURCE cannot raise the limit again.
@@ -27,7 +27,7 @@ struct harden_options {
 };
 
 /// What harden_process() found and changed.
-struct harden_report {
+struct HardenReport {
   /// True when this call lowered RLIMIT_CORE (false: not requested, or both
   /// limits were already 0).
   bool core_limit_changed = false;
@@ -46,6 +46,11 @@ struct harden_report {
 /// it throws error(errc::protection_failed) with the failing call's errno,
 /// and the message says which earlier step already took effect.
 /// Thread-safe (the settings are process-wide; the last caller wins).
-SECUREMEMORY_API harden_report harden_process(const harden_options& options = {});
+SECUREMEMORY_API HardenReport harden_process(const HardenOptions& options = {});
+
+/// The names of earlier versions, kept so that code written against them
+/// still compiles (docs/design.md, "Names").
+using harden_options = HardenOptions;
+using harden_report = HardenReport;
 
 }  // namespace securememory

@@ -8,7 +8,7 @@
 namespace securememory {
 
 /// A snapshot of the process-wide counters (all backends together).
-struct metrics_snapshot {
+struct MetricsSnapshot {
   std::uint64_t allocated = 0;     ///< Secrets ever created successfully.
   std::uint64_t in_use = 0;        ///< Secrets created and not yet closed.
   std::uint64_t locked_bytes = 0;  ///< Bytes of locked memory the live secrets hold (page cache not included).
@@ -32,6 +32,10 @@ struct metrics_snapshot {
 /// internal_locked_bytes start again from 0: the parent's secrets are
 /// unusable there and no lock is inherited; allocated, failures and
 /// violations go on from the parent's values.
-SECUREMEMORY_API metrics_snapshot metrics() noexcept;
+[[nodiscard]] SECUREMEMORY_API MetricsSnapshot metrics() noexcept;
+
+/// The name of earlier versions, kept so that code written against it still
+/// compiles (docs/design.md, "Names").
+using metrics_snapshot = MetricsSnapshot;
 
 }  // namespace securememory

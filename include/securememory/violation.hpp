@@ -16,40 +16,12 @@
 #pragma once
 
 #include <securememory/config.hpp>
+#include <securememory/violation_kind.hpp>
 
-#include <cstddef>
 #include <functional>
 #include <string_view>
 
 namespace securememory {
-
-/// Which check found the violation.
-enum class ViolationCheck : unsigned char {
-  on_open,    ///< When the secret was opened for reading (with_bytes, Reader::read).
-  on_close,   ///< When the secret was closed (close() or the destructor).
-  on_verify,  ///< An explicit Secret::verify().
-};
-
-/// What was found wrong. One vocabulary for every integrity violation: a
-/// backend reports one of these, the handler receives it in a Violation,
-/// and the policy quarantine throws errc::integrity_violation.
-enum class ViolationKind : unsigned char {
-  /// Memory just in front of the secret was overwritten (memguard's canary,
-  /// or libsodium's in front of it): a buffer underflow, or a stray write.
-  canary_overwritten,
-  /// The stored ciphertext failed authentication (sealed): it was altered,
-  /// by memory corruption or on purpose.
-  authentication_failed,
-  canary_before_data = canary_overwritten,  ///< The earlier name of canary_overwritten.
-};
-
-/// A description of a violation. Never contains the secret's bytes.
-struct Violation {
-  std::string_view backend;  ///< Backend name.
-  std::size_t size = 0;      ///< The secret's size in bytes.
-  ViolationCheck check = ViolationCheck::on_open;
-  ViolationKind kind = ViolationKind::canary_overwritten;
-};
 
 /// Called once per corrupted secret. See the file comment for its rules.
 using ViolationHandler = std::function<void(const Violation&)>;
@@ -62,8 +34,6 @@ enum class ViolationPolicy : unsigned char {
 
 /// The names of earlier versions, kept so that code written against them
 /// still compiles (docs/design.md, "Names").
-using violation_check = ViolationCheck;
-using violation_kind = ViolationKind;
 using violation_policy = ViolationPolicy;
 
 /// Installs the process-wide handler and returns the previous one; a null
@@ -73,9 +43,7 @@ SECUREMEMORY_API ViolationHandler set_violation_handler(ViolationHandler handler
 /// Sets the process-wide policy and returns the previous one. Thread-safe.
 SECUREMEMORY_API ViolationPolicy set_violation_policy(ViolationPolicy policy) noexcept;
 
-/// Text names, for messages ("on_open", "canary_overwritten", "abort", ...).
-[[nodiscard]] SECUREMEMORY_API std::string_view to_string(ViolationCheck c) noexcept;
-[[nodiscard]] SECUREMEMORY_API std::string_view to_string(ViolationKind k) noexcept;
+/// "abort", "quarantine".
 [[nodiscard]] SECUREMEMORY_API std::string_view to_string(ViolationPolicy p) noexcept;
 
 }  // namespace securememory

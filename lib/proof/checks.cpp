@@ -148,7 +148,9 @@ std::span<const std::size_t> secret_sizes() { return sizes; }
 std::size_t page_size() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
 const std::byte* address_of(const Secret& s) {
-  return s.with_bytes([](std::span<const std::byte> b) { return b.data(); });
+  const std::byte* at = nullptr;
+  s.with_bytes([&](std::span<const std::byte> b) { at = b.data(); });  // the address, not the bytes: it leaves the call
+  return at;
 }
 
 BackendDescription description_of(const std::string& backend) {

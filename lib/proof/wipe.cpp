@@ -240,7 +240,7 @@ result check_wiping(const std::string& backend) {
   auto factory = make_factory(backend);
   for (const std::size_t size : secret_sizes()) {
     auto secret = factory.create_random(size);
-    const auto* data = secret.with_bytes([](std::span<const std::byte> b) { return b.data(); });
+    const std::byte* data = address_of(secret);
     wipe_watch watch(data, size);
     std::string close_error;
     try {
