@@ -41,6 +41,7 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <utility>
 
 namespace securememory::detail::csprng {
 namespace {
@@ -110,26 +111,36 @@ void before_fork() noexcept { the_generator().mutex.lock(); }
 void after_fork() noexcept { the_generator().mutex.unlock(); }
 
 // Maps (first use) or relocks (forked child) the page and seeds every slot.
-// Returns the page, seeded for `want`.
+// Returns the page, seeded for `want`. Mapping and locking happen before
+// the mutex is taken: they may empty the page caches, whose mutexes the
+// fork handlers take too, so holding ours across them could deadlock with
+// a fork.
 [[gnu::noinline]] std::byte* seed(std::uint64_t want) {
   ensure_initialised();
   generator& g = the_generator();
+  const std::size_t bytes = os::page_size();
+  std::byte* mapped = nullptr;
+  bool relocked = false;
+  if (std::byte* page = g.page.load(std::memory_order_acquire); page == nullptr) {
+    mapped = static_cast<std::byte*>(map_locked(bytes, user));  // throws; zero, locked, don't-dump, wipe-on-fork
+  } else if (g.locked_generation.load(std::memory_order_acquire) != want) {
+    lock_pages(page, bytes, user);  // a forked child: memory locks are not inherited (throws); twice is harmless
+    relocked = true;
+  }
   const std::lock_guard lock(g.mutex);
   std::byte* page = g.page.load(std::memory_order_relaxed);
-  if (page != nullptr && header_of(page).seeded.load(std::memory_order_relaxed) == want) return page;
   if (page == nullptr) {
-    const std::size_t bytes = os::page_size();
-    page = static_cast<std::byte*>(map_locked(bytes, user));  // throws; zero, locked, don't-dump, wipe-on-fork
+    page = std::exchange(mapped, nullptr);
     g.page_bytes = bytes;
     g.slots = (bytes - sizeof(header)) / sizeof(slot);
     g.locked_generation.store(want, std::memory_order_relaxed);
     g.page.store(page, std::memory_order_release);
     pthread_atfork(before_fork, after_fork, after_fork);
     add_internal_locked_source(locked_bytes);
-  } else if (g.locked_generation.load(std::memory_order_relaxed) != want) {
-    lock_pages(page, g.page_bytes, user);  // a forked child: memory locks are not inherited (throws)
-    g.locked_generation.store(want, std::memory_order_relaxed);
   }
+  if (mapped != nullptr) (void)unmap_locked(mapped, bytes);  // another thread mapped one first (never written)
+  if (relocked) g.locked_generation.store(want, std::memory_order_release);
+  if (header_of(page).seeded.load(std::memory_order_relaxed) == want) return page;
   auto* h = new (page) header();
   randombytes_buf(h->seed.data(), h->seed.size());  // the one system call of this process generation
   for (std::size_t i = 0; i < g.slots; ++i) {
