@@ -165,38 +165,7 @@ SM_TEST("the cache is bounded, counted in cached_bytes (not locked_bytes), and 0
   }
 }
 
-SM_TEST("a recycled page is reused without a system call; when the no-access after the fill fails, it is wiped and cached again", "[page-cache][faults]") {
-  const std::string name = GENERATE("protectedmemory", "secretmem");
-  CAPTURE(name);
-  if (!securememory::backend_available(name)) {
-    WARN("skipped: backend " << name << " is not available on this host");
-    return;
-  }
-  const fresh_cache cache(1U << 20U);
-  auto factory = securememory::make_factory(name);
-  auto keep = factory.create_random(32);  // secretmem: keeps the arena mapped
-  auto closed = factory.create_random(32);
-  const auto* addr = test::address_of(closed);
-  closed.close();
-  REQUIRE(securememory::metrics().cached_bytes == page);
-  const auto expected = test::pattern(32);
-  auto source = expected;
-  {
-    test::fault_injector fault(call::mprotect, ENOMEM);
-    CHECK(test::error_of([&] { (void)factory.create(source); }) == errc::protection_failed);
-    CHECK(fault.calls(call::mmap) == 0);  // it was the recycled page, taken as it was (read-write)
-    CHECK(fault.injected() == 1);         // the PROT_NONE after the fill, the first protection change
-    CHECK(fault.calls(call::munmap) == 0);
-  }
-  CHECK(source == expected);  // a failed creation leaves the source alone
-  CHECK(securememory::metrics().cached_bytes == page);  // wiped, and in the cache again
-  const auto again = test::find_mapping(addr);
-  REQUIRE(again);
-  CHECK(again->perms.substr(0, 3) == "rw-");
-  CHECK(std::all_of(addr, addr + page, [](std::byte b) { return b == std::byte{0}; }));
-}
-
-SM_TEST("protection changes per operation, cached path: create 1 (no-access after the fill), access 2, close 1 (writable to wipe)", "[page-cache][faults]") {
+SM_TEST("a cached page: reused with no system call; create, access and close cost 1, 2 and 1 protection changes; a failed no-access after the fill caches it again", "[page-cache][faults]") {
   // docs/performance.md ("Protection changes"): of these only the create's
   // and the access's PROT_NONE remove rights (a TLB shootdown when other
   // threads run); a cached page is left read-write, so neither the close
@@ -210,19 +179,43 @@ SM_TEST("protection changes per operation, cached path: create 1 (no-access afte
   const fresh_cache cache(1U << 20U);
   auto factory = securememory::make_factory(name);
   auto keep = factory.create_random(32);  // secretmem: keeps the arena mapped
-  factory.create_random(32).close();      // one page in the cache
+  auto closed = factory.create_random(32);
+  const auto* addr = test::address_of(closed);
+  closed.close();  // one page in the cache
   REQUIRE(securememory::metrics().cached_bytes == page);
-  const auto count = [](const std::function<void()>& op) {
-    const test::call_counter calls;
-    op();
-    return std::pair{calls.calls(call::mprotect), calls.calls(call::munmap) + calls.calls(call::mmap)};
-  };
-  securememory::Secret secret;
-  CHECK(count([&] { secret = factory.create_random(32); }) == std::pair{1, 0});
-  CHECK(securememory::metrics().cached_bytes == 0);
-  CHECK(count([&] { secret.with_bytes([](std::span<const std::byte>) {}); }) == std::pair{2, 0});
-  CHECK(count([&] { secret.close(); }) == std::pair{1, 0});
-  CHECK(securememory::metrics().cached_bytes == page);
+
+  SECTION("protection changes per operation") {
+    const auto count = [](const std::function<void()>& op) {
+      const test::call_counter calls;
+      op();
+      return std::pair{calls.calls(call::mprotect), calls.calls(call::munmap) + calls.calls(call::mmap)};
+    };
+    securememory::Secret secret;
+    CHECK(count([&] { secret = factory.create_random(32); }) == std::pair{1, 0});
+    CHECK(test::address_of(secret) == addr);
+    CHECK(securememory::metrics().cached_bytes == 0);
+    CHECK(count([&] { secret.with_bytes([](std::span<const std::byte>) {}); }) == std::pair{2, 0});
+    CHECK(count([&] { secret.close(); }) == std::pair{1, 0});
+    CHECK(securememory::metrics().cached_bytes == page);
+  }
+
+  SECTION("the PROT_NONE after the fill fails") {
+    const auto expected = test::pattern(32);
+    auto source = expected;
+    {
+      test::fault_injector fault(call::mprotect, ENOMEM);
+      CHECK(test::error_of([&] { (void)factory.create(source); }) == errc::protection_failed);
+      CHECK(fault.calls(call::mmap) == 0);  // it was the recycled page, taken as it was (read-write)
+      CHECK(fault.injected() == 1);         // the first protection change
+      CHECK(fault.calls(call::munmap) == 0);
+    }
+    CHECK(source == expected);  // a failed creation leaves the source alone
+    CHECK(securememory::metrics().cached_bytes == page);  // wiped, and in the cache again
+    const auto again = test::find_mapping(addr);
+    REQUIRE(again);
+    CHECK(again->perms.substr(0, 3) == "rw-");
+    CHECK(std::all_of(addr, addr + page, [](std::byte b) { return b == std::byte{0}; }));
+  }
 }
 
 TEST_CASE("memlock pressure empties the cache before an allocation fails", "[page-cache][kernel]") {

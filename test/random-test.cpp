@@ -4,6 +4,7 @@
 // core dumps, and its keystream scrubbed from the stack. No test prints or
 // returns a random byte: children report hashes or yes/no.
 #include "support.hpp"
+#include "child-digest.hpp"
 #include "stack-probe.hpp"
 
 #include "random.hpp"
@@ -17,7 +18,6 @@
 #include <cstring>
 #include <set>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace csprng = securememory::detail::csprng;
@@ -39,27 +39,10 @@ std::vector<std::byte> draw(std::size_t n) {
   return out;
 }
 
-// Runs fn in a forked child and returns the 32 bytes it wrote to a pipe
-// (a hash, never random bytes themselves); the child must exit 0.
+// Runs fn in a forked child and returns the 32 bytes it reports (a hash or
+// flags, never random bytes themselves); the child must exit 0.
 digest from_child(const std::function<digest()>& fn) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const auto child = test::run_in_child([&] {
-    close(fds[0]);
-    const digest d = fn();
-    const bool sent = write(fds[1], d.data(), d.size()) == static_cast<ssize_t>(d.size());
-    close(fds[1]);
-    return sent ? 0 : 1;
-  });
-  close(fds[1]);
-  digest d{};
-  const bool got = read(fds[0], d.data(), d.size()) == static_cast<ssize_t>(d.size());
-  close(fds[0]);
-  INFO(child.describe());
-  REQUIRE(child.exited);
-  REQUIRE(child.exit_code == 0);
-  REQUIRE(got);
-  return d;
+  return test::digest_from_child([&](bool&) { return fn(); });
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 // region, 16-byte aligned; the ciphers' stack is within the scrub. No key or
 // plaintext byte is printed: children report hashes.
 #include "support.hpp"
+#include "child-digest.hpp"
 #include "stack-probe.hpp"
 
 #include "backends/protectedmemory.hpp"
@@ -22,7 +23,6 @@
 #include <cstring>
 #include <set>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 using securememory::detail::sealed_parts::cipher;
@@ -196,24 +196,11 @@ TEST_CASE("sealed key: a forked child seals under a key and nonce prefix of its 
     return d;
   };
   const auto parent_key = hash_key();
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const auto child = test::run_in_child([&] {
-    close(fds[0]);
+  const auto child_key = test::digest_from_child([&](bool& ok) {
     auto mine = factory.create_random(32);  // makes the child's key
-    const auto d = hash_key();
-    const bool sent = write(fds[1], d.data(), d.size()) == static_cast<ssize_t>(d.size());
-    close(fds[1]);
-    return sent && mine.with_bytes([](std::span<const std::byte> p) { return p.size(); }) == 32 ? 0 : 1;
+    ok = mine.with_bytes([](std::span<const std::byte> p) { return p.size(); }) == 32;
+    return hash_key();
   });
-  close(fds[1]);
-  std::array<unsigned char, 32> child_key{};
-  const bool got = read(fds[0], child_key.data(), child_key.size()) == static_cast<ssize_t>(child_key.size());
-  close(fds[0]);
-  INFO(child.describe());
-  REQUIRE(child.exited);
-  REQUIRE(child.exit_code == 0);
-  REQUIRE(got);
   CHECK(child_key != parent_key);
   CHECK(hash_key() == parent_key);
 }
