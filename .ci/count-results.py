@@ -5,7 +5,8 @@ one line "N passed, N failed, N skipped".
 Usage: count-results.py [--step=NAME:EXIT_CODE ...] BUILD_DIR [BUILD_DIR ...] [--result NAME=RC ...]
 
 A --step or --result is a check run outside Meson (the install check, the
-fuzz session, clang-tidy): one result, passed when its exit code is 0.
+CMake consumer, the ABI check, clang-tidy): one result, passed when its exit
+code is 0, skipped when it is 77 (Meson's convention), failed otherwise.
 
 testlog.json gives each Meson test's overall result; testlog.junit.xml
 gives the TAP test cases (one Catch2 TEST_CASE each) of the tests that
@@ -14,7 +15,7 @@ speak TAP. A TAP test counts its cases; if the program itself failed
 failure, so a crash after the last "ok" line is never lost. A non-TAP test
 is one result. A build directory without logs counts as one failure.
 --result NAME=RC adds one result from a CI step that is not a Meson test
-(clang-tidy): passed when RC is 0, failed otherwise."""
+(clang-tidy): passed when RC is 0, skipped when 77, failed otherwise."""
 import json
 import os
 import sys
@@ -34,6 +35,9 @@ while args:
         name, _, rc = args.pop(0).partition("=")
         if rc.strip() == "0":
             passed += 1
+        elif rc.strip() == "77":
+            print(f"count-results: {name} skipped", file=sys.stderr)
+            skipped += 1
         else:
             print(f"count-results: {name} failed", file=sys.stderr)
             failed += 1

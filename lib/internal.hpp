@@ -28,6 +28,19 @@ void ensure_initialised();
 /// memory; not on any production path.
 region region_of(const Secret& s) noexcept;
 
+/// purge(): closes every live secret now, without waiting (lib/secret.cpp).
+/// Returns how many it closed or marked for release.
+std::size_t purge_all() noexcept;
+
+/// From a signal handler: zeroes every live secret's bytes in place and
+/// refuses later accesses; async-signal-safe (no lock, no allocation).
+void emergency_wipe_all() noexcept;
+
+/// What a backend wipes besides its secrets in an emergency (sealed: its
+/// keys and plaintext scratch). Must be async-signal-safe. At most 4.
+using emergency_hook = void (*)() noexcept;
+void add_emergency_hook(emergency_hook hook) noexcept;
+
 /// Incremented in every child process right after fork(). A secret created
 /// under another generation belongs to the parent.
 std::uint64_t fork_generation() noexcept;

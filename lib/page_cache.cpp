@@ -201,19 +201,21 @@ std::size_t page_cache::release_until(std::size_t total_limit) noexcept {
   return released;
 }
 
+// Idle holders first: what they give back (sealed's key, in a secretmem
+// slot) may land in a cache, which is emptied after.
 std::size_t page_cache::release_all_caches() noexcept {
-  std::size_t released = 0;
+  std::size_t released = release_idle_holders();
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
     released += c->release_until(0);
   }
-  return released + release_idle_holders();
+  return released;
 }
 
 void page_cache::trim_all_caches(std::size_t limit) noexcept {
+  if (limit == 0) (void)release_idle_holders();
   for (page_cache* c = all_caches.load(std::memory_order_acquire); c != nullptr; c = c->next_) {
     c->release_until(limit);
   }
-  if (limit == 0) (void)release_idle_holders();
 }
 
 void page_cache::add_idle_holder(idle_release_fn release) noexcept {

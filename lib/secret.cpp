@@ -45,6 +45,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -53,6 +54,7 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <sys/mman.h>
 
 namespace securememory {
 namespace detail {
@@ -66,6 +68,10 @@ void on_fork_child() noexcept {
 
 // The innermost access this thread is inside (a linked stack of scopes).
 constinit thread_local access_scope* innermost = nullptr;
+
+// The secret whose violation this thread is reporting to the handler (its
+// lock held), for purge() called from the handler.
+constinit thread_local const secret_state* reporting_violation = nullptr;
 
 // Runs a backend call; an allocation failure inside it (the backend's own
 // bookkeeping) becomes error(out_of_memory), like every other failure.
@@ -129,16 +135,68 @@ class alignas(state_pool::block_size) secret_state {
 
   // A new state with one reference, in a block of the pool. Throws
   // error(out_of_memory).
-  static secret_state* make(factory_core* core) { return new (state_pool::take()) secret_state(core); }
+  static secret_state* make(factory_core* core) {
+    auto* s = new (state_pool::take()) secret_state(core);
+    state_pool::publish(s);  // constructed: purge() may see it from now on
+    return s;
+  }
 
   secret_state(const secret_state&) = delete;
   secret_state& operator=(const secret_state&) = delete;
 
   void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // A reference, unless the state is already on its way out (count 0).
+  bool retain_if_alive() noexcept {
+    std::uint32_t n = refs_.load(std::memory_order_relaxed);
+    while (n != 0) {
+      if (refs_.compare_exchange_weak(n, n + 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+    }
+    return false;
+  }
   void drop() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     this->~secret_state();
     state_pool::give(this);
+  }
+
+  // purge(): closes now without waiting for anyone. New accesses are
+  // refused at once; with accesses in flight the last one releases. The
+  // secret whose violation this thread is reporting is left to its
+  // violation path (which holds its lock). Never throws. True when this
+  // call found it open.
+  bool purge_now() noexcept {
+    if (inherited()) {
+      drop_inherited();
+      return false;
+    }
+    if (closing_.exchange(true, std::memory_order_acq_rel) && finished_now_relaxed()) return false;
+    if (reporting_violation == this) return false;
+    const std::unique_lock lock(mutex_);
+    if (finished_) return false;
+    if (readers_.load(std::memory_order_relaxed) != 0) {
+      if (deferred_ == deferred::nothing) deferred_ = deferred::release;
+      return true;
+    }
+    release_quietly();
+    return true;
+  }
+
+  // From a signal handler (emergency_wipe): async-signal-safe, no lock. The
+  // secret is refused from now on, and its bytes are zeroed where they lie
+  // (readable or not). A state being created (no data yet) or released
+  // (finished) is skipped: its memory may be going away.
+  void wipe_in_signal_handler() noexcept {
+    closing_.store(true, std::memory_order_release);
+    const volatile bool& finished = finished_;
+    std::byte* const volatile& data = data_;
+    const std::byte* bytes = data;
+    const std::size_t size = size_;
+    if (finished || bytes == nullptr || size == 0 || inherited()) return;
+    const std::size_t page = os::page_size();
+    const auto first = reinterpret_cast<std::uintptr_t>(bytes) / page * page;
+    const auto end = (reinterpret_cast<std::uintptr_t>(bytes) + size + page - 1) / page * page;
+    if (os::protect(reinterpret_cast<void*>(first), end - first, PROT_READ | PROT_WRITE) != 0) return;  // NOLINT(performance-no-int-to-ptr)
+    sodium_memzero(const_cast<std::byte*>(bytes), size);  // NOLINT(*-const-cast): the secret's own memory
   }
 
   // Allocates, fills (read-write), then makes no-access. On failure nothing
@@ -408,6 +466,10 @@ class alignas(state_pool::block_size) secret_state {
     const std::unique_lock lock(mutex_);
     return finished_;
   }
+  // A hint only (no lock): true once the state was released.
+  [[nodiscard]] bool finished_now_relaxed() const noexcept {
+    return reinterpret_cast<const volatile bool&>(finished_);  // NOLINT(*-reinterpret-cast): racy read, a hint
+  }
 
   void throw_if_unusable() const {
     if (closing_.load(std::memory_order_relaxed)) {
@@ -451,7 +513,9 @@ class alignas(state_pool::block_size) secret_state {
     v.size = size_;
     v.check = check;
     v.kind = *found;
+    reporting_violation = this;  // purge() from the handler leaves this secret to this path
     const ViolationPolicy policy = report_violation(v);
+    reporting_violation = nullptr;
     if (policy == ViolationPolicy::abort) {
       log_critical("aborting after an integrity violation (policy abort)");
       std::abort();
@@ -616,6 +680,47 @@ auto reporting(std::error_code& ec, F&& f) noexcept -> decltype(f()) {
 }
 
 }  // namespace
+
+// --- purge ----------------------------------------------------------------
+
+std::size_t purge_all() noexcept {
+  // Passes over the pool until one finds no open secret: each collects up
+  // to a batch of live states (a reference each, taken under the pool's
+  // lock), then purges them outside it. No allocation: purge() must work
+  // when memory is short.
+  constexpr std::size_t batch = 256;
+  std::size_t purged = 0;
+  for (;;) {
+    struct collected {
+      std::array<secret_state*, batch> states{};
+      std::size_t count = 0;
+      bool more = false;
+    } c;
+    state_pool::for_each_in_use(
+        [](void* block, void* context) noexcept {
+          auto& col = *static_cast<collected*>(context);
+          auto* s = static_cast<secret_state*>(block);
+          if (s->is_closed()) return;  // closed, closing, or inherited
+          if (col.count == col.states.size()) {
+            col.more = true;
+            return;
+          }
+          if (s->retain_if_alive()) col.states[col.count++] = s;
+        },
+        &c, true);
+    for (std::size_t i = 0; i < c.count; ++i) {
+      purged += c.states[i]->purge_now() ? 1 : 0;
+      c.states[i]->drop();
+    }
+    if (!c.more) break;
+  }
+  return purged;
+}
+
+void emergency_wipe_all() noexcept {
+  state_pool::for_each_in_use(
+      [](void* block, void*) noexcept { static_cast<secret_state*>(block)->wipe_in_signal_handler(); }, nullptr, false);
+}
 
 }  // namespace detail
 

@@ -19,8 +19,21 @@ inline constexpr std::size_t block_size = 64;
 /// Throws error(out_of_memory) when no memory is left.
 [[nodiscard]] void* take();
 
-/// Gives a block from take() back for reuse. Never throws.
+/// Marks a block from take() as holding a constructed object, which
+/// for_each_in_use() then visits (until give()). Never throws.
+void publish(void* block) noexcept;
+
+/// Gives a block from take() back for reuse (and unpublishes it). Never
+/// throws.
 void give(void* block) noexcept;
+
+/// Calls visit(block, context) for every block published and not given
+/// back. With `locked`, under the pool's lock (visit must then not take or
+/// give blocks); without, for a signal handler: no lock, no allocation,
+/// only atomic loads, so a block taken or given meanwhile may be missed or
+/// seen (what it holds is the caller's to judge).
+using block_visitor = void (*)(void* block, void* context) noexcept;
+void for_each_in_use(block_visitor visit, void* context, bool locked) noexcept;
 
 /// Blocks handed out and not given back, and blocks obtained from the
 /// system in total (in use + free). For tests.

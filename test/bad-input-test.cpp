@@ -7,9 +7,6 @@
 // kernel's VmLck back to where they were) and crashes nothing.
 #include "support.hpp"
 
-#include <spdlog/logger.h>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/sinks/null_sink.h>
 
 #include <limits>
 #include <mutex>
@@ -384,18 +381,12 @@ SM_TEST("callbacks that throw anything: the exception comes back unchanged and t
 
 // ---- logging ------------------------------------------------------------------
 
-SM_TEST("a logger that throws cannot turn a logged failure into a crash or a different error", "[bad-input][log]") {
-  auto logger = std::make_shared<spdlog::logger>("throwing", std::make_shared<spdlog::sinks::null_sink_mt>());
-  logger->set_error_handler([](const std::string&) { throw std::runtime_error("logger broke"); });
-  logger->set_level(spdlog::level::trace);
-  // spdlog calls the error handler when a sink fails; make every message fail.
-  class throwing_sink final : public spdlog::sinks::base_sink<std::mutex> {
-   protected:
-    void sink_it_(const spdlog::details::log_msg&) override { throw std::runtime_error("sink broke"); }
-    void flush_() override {}
-  };
-  logger->sinks().push_back(std::make_shared<throwing_sink>());
-  const auto previous = securememory::set_logger(logger);
+SM_TEST("a log sink that throws cannot turn a logged failure into a crash or a different error", "[bad-input][log]") {
+  int calls = 0;
+  const auto previous = securememory::set_log_sink([&calls](securememory::log_level, std::string_view) {
+    ++calls;
+    throw std::runtime_error("sink broke");
+  });
   {
     Secret secret = securememory::make_factory("protectedmemory").create_random(16);
     const test::page_cache_limit uncached(0);  // so that the release unmaps
@@ -407,16 +398,28 @@ SM_TEST("a logger that throws cannot turn a logged failure into a crash or a dif
     Secret secret = securememory::make_factory("protectedmemory").create_random(16);
     const test::page_cache_limit uncached(0);  // so that the release unmaps
     test::fault_injector fail_munmap(call::munmap, EINVAL);
-    CHECK(test::error_of([&] { secret.close(); }) == errc::release_failed);  // the library's error, not the logger's
+    CHECK(test::error_of([&] { secret.close(); }) == errc::release_failed);  // the library's error, not the sink's
   }
-  securememory::set_logger(previous);
+  CHECK(calls == 1);  // the destructor logged (close() threw instead)
+  securememory::set_log_sink(previous);
 }
 
-TEST_CASE("set_logger(nullptr) restores the default logger; get_logger is never null", "[bad-input][log]") {
-  const auto previous = securememory::set_logger(nullptr);
-  REQUIRE(securememory::get_logger() != nullptr);
-  CHECK(securememory::get_logger()->name() == "securememory");
-  securememory::set_logger(previous);
+TEST_CASE("an empty log sink restores the default; a log sink may replace itself while it runs", "[bad-input][log]") {
+  CHECK_FALSE(securememory::set_log_sink({}));  // the default was in force
+  CHECK_FALSE(securememory::set_log_sink({}));
+  int calls = 0;
+  securememory::set_log_sink([&calls](securememory::log_level, std::string_view) {
+    ++calls;
+    securememory::set_log_sink({});  // no deadlock: the sink runs without the library's lock
+  });
+  {
+    Secret secret = securememory::make_factory("protectedmemory").create_random(16);
+    const test::page_cache_limit uncached(0);
+    test::fault_injector fail_munmap(call::munmap, EINVAL);
+    secret = Secret{};
+  }
+  CHECK(calls == 1);
+  CHECK_FALSE(securememory::set_log_sink({}));  // the sink removed itself
 }
 
 // ---- errors -------------------------------------------------------------------

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary prefix with `meson install`, checks the
-# headers and securememory.pc, then compiles and runs the README example
-# against the installed copy through pkg-config.
+# Installs the build into a temporary prefix with `meson install`, checks
+# that every public header and securememory.pc are installed, then compiles
+# and runs the README example against the installed copy through pkg-config.
 # Usage: test/install-check.sh BUILD_DIR
 set -euo pipefail
 build=$1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
-DESTDIR="$dest" meson install -C "$build" --quiet >/dev/null
-prefix=$(meson introspect "$build" --buildoptions | python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"))')
-root="$dest$prefix"
-test -f "$root/include/securememory/securememory.hpp"
+root=$("$repo/test/install-into.sh" "$build" "$dest")
+for header in "$repo"/include/securememory/*.h "$repo"/include/securememory/*.hpp; do
+  if [ ! -f "$root/include/securememory/$(basename "$header")" ]; then
+    echo "install-check: $(basename "$header") is not installed (add it to include/securememory/meson.build)"
+    exit 1
+  fi
+done
 pc=$(find "$root" -name securememory.pc | head -n 1)
 test -n "$pc"
 export PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR="$dest"

@@ -1,6 +1,6 @@
 // The registry (names, duplicates, unknown names, user backends, the
-// environment variable) and the logger (replaceable, never global, never
-// given secret bytes).
+// environment variable) and the log sink (replaceable, levels and a
+// threshold, never given secret bytes).
 #include "support.hpp"
 
 #include <sodium.h>
@@ -9,23 +9,23 @@
 #include <cstring>
 #include <mutex>
 
-#include <spdlog/logger.h>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/spdlog.h>
-
 using securememory::errc;
 
 namespace {
 
 using test::heap_backend;
 
-class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> lines;
+// Collects the library's log messages (the sink may be called from any thread).
+struct capture {
+  std::mutex mutex;
+  std::vector<std::pair<securememory::log_level, std::string>> lines;
 
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override { lines.emplace_back(msg.payload.data(), msg.payload.size()); }
-  void flush_() override {}
+  securememory::log_sink sink() {
+    return [this](securememory::log_level level, std::string_view message) {
+      const std::lock_guard lock(mutex);
+      lines.emplace_back(level, message);
+    };
+  }
 };
 
 }  // namespace
@@ -144,14 +144,10 @@ TEST_CASE("make_factory() reads SECUREMEMORY_BACKEND, else protectedmemory", "[r
   unsetenv("SECUREMEMORY_BACKEND");
 }
 
-TEST_CASE("the logger is replaceable, not registered globally, and never sees secret bytes", "[log]") {
-  auto sink = std::make_shared<capture_sink>();
-  auto mine = std::make_shared<spdlog::logger>("capture", sink);
-  auto previous = securememory::set_logger(mine);
-  REQUIRE(previous);
-  CHECK(previous->name() == "securememory");
-  CHECK(spdlog::get("securememory") == nullptr);  // the library registered nothing
-  CHECK(securememory::get_logger() == mine);
+TEST_CASE("the log sink is replaceable, gets levels, and never sees secret bytes", "[log]") {
+  capture captured;
+  auto previous = securememory::set_log_sink(captured.sink());
+  CHECK_FALSE(previous);  // the default (the library's own spdlog logger) was in force
   {
     auto source = test::pattern(32, 99);
     const auto expected = source;
@@ -161,14 +157,55 @@ TEST_CASE("the logger is replaceable, not registered globally, and never sees se
     test::fault_injector fail_munmap(securememory::detail::os::call::munmap, EINVAL);
     secret = securememory::Secret{};
     REQUIRE(fail_munmap.injected() == 1);
-    REQUIRE_FALSE(sink->lines.empty());
-    for (const auto& line : sink->lines) {
+    REQUIRE_FALSE(captured.lines.empty());
+    for (const auto& [level, line] : captured.lines) {
+      CHECK(level == securememory::log_level::error);
       CHECK(line.find("munmap") != std::string::npos);
       CHECK(line.find(std::string(reinterpret_cast<const char*>(expected.data()), 8)) == std::string::npos);
     }
   }
-  CHECK(securememory::set_logger(nullptr) == mine);
-  CHECK(securememory::get_logger()->name() == "securememory");
+  // The sink handed back is the one installed; an empty sink restores the default.
+  auto mine = securememory::set_log_sink({});
+  REQUIRE(mine);
+  const auto before = captured.lines.size();
+  mine(securememory::log_level::warn, "through the returned sink");
+  CHECK(captured.lines.size() == before + 1);
+  CHECK_FALSE(securememory::set_log_sink(std::move(previous)));
+}
+
+TEST_CASE("the log threshold drops messages below it, for any sink", "[log]") {
+  capture captured;
+  const auto previous_sink = securememory::set_log_sink(captured.sink());
+  CHECK(securememory::get_log_level() == securememory::log_level::warn);  // the default
+  auto fail_release = [] {
+    auto secret = securememory::make_factory("protectedmemory").create_random(16);
+    const test::page_cache_limit uncached(0);
+    test::fault_injector fail_munmap(securememory::detail::os::call::munmap, EINVAL);
+    secret = securememory::Secret{};  // logs one error
+  };
+  CHECK(securememory::set_log_level(securememory::log_level::critical) == securememory::log_level::warn);
+  fail_release();
+  CHECK(captured.lines.empty());  // error < critical: dropped
+  CHECK(securememory::set_log_level(securememory::log_level::off) == securememory::log_level::critical);
+  fail_release();
+  CHECK(captured.lines.empty());
+  CHECK(securememory::set_log_level(securememory::log_level::error) == securememory::log_level::off);
+  fail_release();
+  CHECK(captured.lines.size() == 1);
+  securememory::set_log_level(securememory::log_level::warn);
+  securememory::set_log_sink(previous_sink);
+}
+
+TEST_CASE("log levels have names", "[log]") {
+  using securememory::log_level;
+  CHECK(securememory::to_string(log_level::trace) == "trace");
+  CHECK(securememory::to_string(log_level::debug) == "debug");
+  CHECK(securememory::to_string(log_level::info) == "info");
+  CHECK(securememory::to_string(log_level::warn) == "warn");
+  CHECK(securememory::to_string(log_level::error) == "error");
+  CHECK(securememory::to_string(log_level::critical) == "critical");
+  CHECK(securememory::to_string(log_level::off) == "off");
+  CHECK(securememory::to_string(static_cast<log_level>(42)) == "unknown");
 }
 
 TEST_CASE("make_factory(name, required) refuses a backend that lacks a required guarantee, naming who has it", "[registry][guarantees]") {

@@ -1,6 +1,8 @@
 // Test support (see support.hpp).
 #include "support.hpp"
 
+#include "heap-region.hpp"
+
 #include "proof/proof.hpp"
 #include <sodium.h>
 
@@ -65,12 +67,7 @@ std::optional<mapping_info> find_mapping(const void* addr) {
 
 securememory::region heap_backend::allocate(std::size_t size) {
   ++allocations;
-  securememory::region r;
-  r.base = ::operator new(size);
-  r.data = static_cast<std::byte*>(r.base);
-  r.size = size;
-  r.mapped = size;
-  return r;
+  return heap_region(size);
 }
 
 std::optional<securememory::ViolationKind> heap_backend::protect(securememory::region& /*r*/, securememory::access a) {

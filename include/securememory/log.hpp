@@ -1,26 +1,63 @@
 // securememory: where the library's diagnostics go.
 //
-// The library logs through an spdlog logger named "securememory" that it
-// does NOT register in spdlog's global registry (so it never collides with a
-// host's logger of the same name). By default it writes warnings and errors
-// to stderr. Nothing the library logs contains secret bytes.
+// The library reports failures it cannot throw (a close that failed inside a
+// destructor, a violation handler that threw, a malformed environment
+// variable) as log messages. Each message goes to one process-wide sink: a
+// function taking a level and the text. By default the sink is the library's
+// own spdlog logger named "securememory", writing to stderr; it is private
+// to the library (never registered in spdlog's global registry, and no
+// spdlog or fmt symbol is exported), so a host's own spdlog or fmt, of any
+// version, never meets it. To send the messages to your own spdlog logger,
+// include <securememory/spdlog.hpp> (the only header that needs spdlog).
+//
+// Nothing the library logs contains secret bytes: messages hold sizes,
+// backend names, system calls and errno values.
 #pragma once
 
 #include <securememory/config.hpp>
 
-#include <memory>
-
-namespace spdlog {
-class logger;
-}
+#include <functional>
+#include <string_view>
 
 namespace securememory {
 
-/// Replaces the library's logger; a null pointer restores the default.
-/// Returns the previous logger. Thread-safe.
-SECUREMEMORY_API std::shared_ptr<spdlog::logger> set_logger(std::shared_ptr<spdlog::logger> logger);
+/// How severe a message is, least severe first. The values and their order
+/// match spdlog's levels (trace = 0 ... critical = 5, off = 6).
+enum class log_level : unsigned char {
+  trace,
+  debug,
+  info,
+  warn,      ///< Something was ignored or worked around (a malformed environment variable).
+  error,     ///< An operation failed and could not report it by throwing (a close inside a destructor).
+  critical,  ///< An integrity violation was found.
+  off,       ///< As a threshold: nothing is delivered. Never the level of a message.
+};
 
-/// The logger in use. Thread-safe.
-SECUREMEMORY_API std::shared_ptr<spdlog::logger> get_logger();
+/// Receives one message: its level and its text (valid only during the
+/// call; copy it to keep it). Called on the thread that logs, with no
+/// library lock held, possibly from several threads at once and during
+/// process exit. An exception it throws is caught and dropped.
+using log_sink = std::function<void(log_level level, std::string_view message)>;
+
+/// Installs the process-wide sink and returns the previous one. An empty
+/// sink restores the default (the library's private spdlog logger on
+/// stderr); an empty result means the default was in force, so passing the
+/// result back restores the previous state exactly. A sink replaced while
+/// another thread is inside it finishes that call. Thread-safe. Throws only
+/// what copying the std::function throws (std::bad_alloc).
+SECUREMEMORY_API log_sink set_log_sink(log_sink sink);
+
+/// Sets the process-wide threshold and returns the previous one: messages
+/// below it are neither formatted nor delivered to any sink (the default
+/// sink included). Default: log_level::warn; log_level::off silences the
+/// library. Thread-safe, never throws.
+SECUREMEMORY_API log_level set_log_level(log_level level) noexcept;
+
+/// The threshold in force. Thread-safe, never throws.
+[[nodiscard]] SECUREMEMORY_API log_level get_log_level() noexcept;
+
+/// Text names, for messages ("trace", "debug", "info", "warn", "error",
+/// "critical", "off"; "unknown" for a value outside the enum).
+[[nodiscard]] SECUREMEMORY_API std::string_view to_string(log_level level) noexcept;
 
 }  // namespace securememory

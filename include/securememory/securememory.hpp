@@ -13,6 +13,7 @@
 #include <securememory/log.hpp>
 #include <securememory/metrics.hpp>
 #include <securememory/page_cache.hpp>
+#include <securememory/purge.hpp>
 #include <securememory/registry.hpp>
 #include <securememory/secret.hpp>
 #include <securememory/version.hpp>

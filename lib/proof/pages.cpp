@@ -150,30 +150,7 @@ result check_at_rest(const std::string& backend) {
     const bool declared = description_of(backend).provides.encrypted_at_rest;
     std::size_t hits = 0;
     std::size_t scanned = 0;
-    if (child.ready()) {
-      const piece_set pieces = exchange.pieces();
-      const std::string proc = "/proc/" + std::to_string(child.pid());
-      const int mem = open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
-      std::ifstream maps(proc + "/maps");
-      std::vector<std::byte> buf(std::size_t{1} << 20U);
-      for (std::string line; mem >= 0 && std::getline(maps, line);) {
-        const auto dash = line.find('-');
-        const auto space = line.find(' ');
-        if (dash == std::string::npos || space == std::string::npos) continue;
-        if (line.find("[vvar]") != std::string::npos || line.find("[vsyscall]") != std::string::npos) continue;
-        const std::uintptr_t start = std::stoull(line.substr(0, dash), nullptr, 16);
-        const std::uintptr_t end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
-        for (std::uintptr_t at = start; at < end; at += buf.size()) {
-          const std::size_t want = std::min<std::size_t>(buf.size(), end - at);
-          const ssize_t n = pread(mem, buf.data(), want, static_cast<off_t>(at));
-          if (n <= 0) break;  // unreadable (memfd_secret: EIO), or gone
-          scanned += static_cast<std::size_t>(n);
-          hits += pieces.count_in({buf.data(), static_cast<std::size_t>(n)});
-        }
-      }
-      if (mem >= 0) close(mem);
-      sodium_memzero(buf.data(), buf.size());
-    }
+    if (child.ready()) hits = pieces_in_process(child.pid(), exchange.pieces(), &scanned);
     const auto end = child.finish();
     if (!child.ready()) return result::fail("the child did not get ready (" + end.describe() + ")");
     const std::string detail = std::to_string(hits) + " pieces of the idle secrets in " +

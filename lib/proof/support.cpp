@@ -247,6 +247,35 @@ piece_set secret_exchange::pieces() const {
   return p;
 }
 
+std::size_t pieces_in_process(pid_t pid, const piece_set& pieces, std::size_t* scanned) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  const int mem = open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  if (mem < 0) throw std::runtime_error("cannot open " + proc + "/mem: " + errno_string(errno));
+  std::ifstream maps(proc + "/maps");
+  std::vector<std::byte> buf(std::size_t{1} << 20U);
+  std::size_t hits = 0;
+  std::size_t read_bytes = 0;
+  for (std::string line; std::getline(maps, line);) {
+    const auto dash = line.find('-');
+    const auto space = line.find(' ');
+    if (dash == std::string::npos || space == std::string::npos) continue;
+    if (line.find("[vvar]") != std::string::npos || line.find("[vsyscall]") != std::string::npos) continue;
+    const std::uintptr_t start = std::stoull(line.substr(0, dash), nullptr, 16);
+    const std::uintptr_t end = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+    for (std::uintptr_t at = start; at < end; at += buf.size()) {
+      const std::size_t want = std::min<std::size_t>(buf.size(), end - at);
+      const ssize_t n = pread(mem, buf.data(), want, static_cast<off_t>(at));
+      if (n <= 0) break;  // unreadable (memfd_secret: EIO), or gone
+      read_bytes += static_cast<std::size_t>(n);
+      hits += pieces.count_in({buf.data(), static_cast<std::size_t>(n)});
+    }
+  }
+  close(mem);
+  sodium_memzero(buf.data(), buf.size());
+  if (scanned != nullptr) *scanned = read_bytes;
+  return hits;
+}
+
 holding_child::holding_child(const secret_exchange& exchange, const std::string& backend) {
   (void)std::fflush(nullptr);  // best effort: a failed flush only risks a repeated line
   pid_ = fork();

@@ -171,6 +171,11 @@ class child_report {
   pipe_pair pipe_;
 };
 
+/// Reads every mapping of process `pid` through /proc/PID/mem (as root: no-
+/// access pages too; memfd_secret pages read as EIO and are skipped) and
+/// counts the pieces found. `scanned` gets the bytes read.
+std::size_t pieces_in_process(pid_t pid, const piece_set& pieces, std::size_t* scanned = nullptr);
+
 /// One check per size of secret_sizes(), combined ("32 B: ...; 1 MiB: ...").
 template <class Check>
 result per_size(Check&& check) {

@@ -45,8 +45,6 @@
 #include "backends/sealed.hpp"
 #include "os/os.hpp"
 
-#include <spdlog/logger.h>
-#include <spdlog/sinks/base_sink.h>
 
 #include <algorithm>
 #include <array>
@@ -221,13 +219,7 @@ bool ascii(std::string_view s) {
 }
 
 // Secret bytes all have the high bit set, so an ASCII-only log never held one.
-class checking_sink final : public spdlog::sinks::base_sink<std::mutex> {
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    EXPECT(ascii(std::string_view(msg.payload.data(), msg.payload.size())));
-  }
-  void flush_() override {}
-};
+void checking_sink(securememory::log_level /*level*/, std::string_view message) { EXPECT(ascii(message)); }
 
 // ---- locked memory outside the metrics -------------------------------------
 
@@ -883,7 +875,7 @@ class run {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  securememory::set_logger(std::make_shared<spdlog::logger>("fuzz", std::make_shared<checking_sink>()));
+  securememory::set_log_sink(checking_sink);
   backends = new std::vector<backend_entry>();  // lives for the process
   // SECUREMEMORY_FUZZ_BACKENDS="a,b" limits the run to those backends.
   const char* only = std::getenv("SECUREMEMORY_FUZZ_BACKENDS");

@@ -23,6 +23,7 @@
 #include "backends/sealed/key.hpp"
 
 #include "internal.hpp"
+#include "os/os.hpp"
 #include "random.hpp"
 #include "scrub.hpp"
 
@@ -33,6 +34,7 @@
 #include <array>
 #include <cstring>
 #include <mutex>
+#include <sys/mman.h>
 
 namespace securememory::detail::sealed_parts {
 namespace {
@@ -49,6 +51,11 @@ static_assert(nonce_bytes == crypto_aead_chacha20poly1305_ietf_NPUBBYTES);
 static_assert(prefix_bytes == 4);
 static_assert(slot_overhead == counter_bytes + tag_bytes);
 static_assert(alignof(crypto_aead_aes256gcm_state) <= state_align);
+
+// The key's region: the key, padding to 16 and libsodium's 512-byte AES-GCM
+// state; 560 bytes, a multiple of 16, so memguard's right-aligned block
+// starts 16-byte aligned too.
+constexpr std::size_t region_bytes = key_bytes + state_align + sizeof(crypto_aead_aes256gcm_state);
 
 // Nonce counters a thread takes from a key at once.
 constexpr std::uint64_t counter_block = 1024;
@@ -98,11 +105,7 @@ const char* cipher_name(cipher c) noexcept {
   return c == cipher::aes256gcm ? "AES-256-GCM" : "ChaCha20-Poly1305";
 }
 
-std::size_t key_region_bytes() noexcept {
-  // 560 for libsodium's 512-byte state: a multiple of 16, so memguard's
-  // right-aligned block starts 16-byte aligned too.
-  return key_bytes + state_align + crypto_aead_aes256gcm_statebytes();
-}
+std::size_t key_region_bytes() noexcept { return region_bytes; }
 
 void sealing_key::acquire() {
   users_.fetch_add(1, std::memory_order_seq_cst);
@@ -255,6 +258,18 @@ std::string_view sealing_key::backend_name() const noexcept {
   // its maker keeps it: the name outlives this call.
   return generation_.load(std::memory_order_relaxed) == current_generation() && backend_ ? backend_->name()
                                                                                          : std::string_view{};
+}
+
+void sealing_key::wipe_in_signal_handler() noexcept {
+  if (generation_.load(std::memory_order_acquire) != current_generation()) return;
+  auto* key = reinterpret_cast<std::byte* volatile&>(region_.data);  // NOLINT(*-reinterpret-cast): racy read, from a signal handler
+  if (key == nullptr) return;
+  // The whole region: the key and, for AES-GCM, its expanded schedule.
+  const std::size_t page = os::page_size();
+  const auto first = reinterpret_cast<std::uintptr_t>(key) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(key) + region_bytes + page - 1) / page * page;
+  if (os::protect(reinterpret_cast<void*>(first), end - first, PROT_READ | PROT_WRITE) != 0) return;  // NOLINT(performance-no-int-to-ptr)
+  sodium_memzero(key, region_bytes);
 }
 
 std::shared_ptr<Backend> sealing_key::backend_for_description() const noexcept {

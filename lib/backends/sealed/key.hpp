@@ -109,6 +109,11 @@ class sealing_key {
   /// dumps; empty when this process has none.
   [[nodiscard]] std::span<const std::byte> bytes_for_tests() const noexcept;
 
+  /// From a signal handler: zeroes the key's region where it lies (the key
+  /// and the AES-GCM state, after making its pages writable) and refuses to
+  /// make another. Async-signal-safe.
+  void wipe_in_signal_handler() noexcept;
+
   /// fork(): held across the fork; in the child nothing uses the key yet.
   void lock_for_fork() noexcept { mutex_.lock(); }
   void unlock_after_fork() noexcept { mutex_.unlock(); }

@@ -189,6 +189,15 @@ std::size_t scratch::release_idle() noexcept {
   return freed;
 }
 
+void scratch::wipe_in_signal_handler() noexcept {
+  std::byte* base = base_.load(std::memory_order_acquire);
+  if (base == nullptr) return;
+  const std::uint64_t generation = current_generation();
+  for (std::size_t s = 0; s < count_; ++s) {
+    if (slabs_[s].ready.load(std::memory_order_acquire) == generation) sodium_memzero(base + s * page_, page_);
+  }
+}
+
 std::size_t scratch::slabs_locked() const noexcept {
   const std::uint64_t generation = current_generation();
   std::size_t n = 0;

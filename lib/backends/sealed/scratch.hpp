@@ -76,6 +76,10 @@ class scratch {
   /// thread may be the caller, short of memlock). Never throws.
   std::size_t release_idle() noexcept;
 
+  /// From a signal handler: zeroes every slab locked in this process
+  /// (plaintext open at that moment included). Async-signal-safe.
+  void wipe_in_signal_handler() noexcept;
+
   /// Bytes locked now: slabs locked in this process, and mappings of their
   /// own in use.
   [[nodiscard]] std::size_t locked_bytes() const noexcept;

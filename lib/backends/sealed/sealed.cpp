@@ -178,6 +178,12 @@ std::size_t release_idle_memory() noexcept {
   return freed;
 }
 
+// From a signal handler (purge_on_signals): every key and the scratch.
+void wipe_in_signal_handler() noexcept {
+  for (sealing_key* k : keys().keys) k->wipe_in_signal_handler();
+  the_scratch().wipe_in_signal_handler();
+}
+
 // The parts are shared: registered once, however many sealed backends exist.
 void register_process_hooks() {
   static const bool done = [] {
@@ -187,6 +193,7 @@ void register_process_hooks() {
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     page_cache::add_idle_holder(release_idle_memory);
     add_internal_locked_source(sealed_locked_bytes);
+    add_emergency_hook(wipe_in_signal_handler);
     return true;
   }();
   (void)done;

@@ -1,0 +1,24 @@
+// Test support for test backends, header-only so that programs linking the
+// shared library (which cannot link test/support.cpp) use it too.
+#pragma once
+
+#include <securememory/backend.hpp>
+
+#include <cstddef>
+#include <new>
+
+namespace test {
+
+/// `size` bytes of ordinary heap memory as a region (nothing locked or
+/// protected), as test backends hand out; give it back with
+/// ::operator delete(r.base). Throws std::bad_alloc.
+inline securememory::Region heap_region(std::size_t size) {
+  securememory::Region r;
+  r.base = ::operator new(size);
+  r.data = static_cast<std::byte*>(r.base);
+  r.size = size;
+  r.mapped = size;
+  return r;
+}
+
+}  // namespace test
