@@ -19,6 +19,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <set>
@@ -134,6 +135,19 @@ TEST_CASE("sealed key: each cipher seals what libsodium's own function for it op
       CHECK(std::memcmp(reinterpret_cast<const void*>(at), &expected, sizeof expected) == 0);
       sodium_memzero(&expected, sizeof expected);
     }
+  }
+}
+
+TEST_CASE("sealed key: the emergency wipe zeroes the whole key region, the AES-GCM state with the key", "[sealed-key][purge]") {
+  for (const cipher c : ciphers_here()) {
+    CAPTURE(securememory::detail::sealed_parts::cipher_name(c));
+    held_key h(c);
+    const auto key = h.key.bytes_for_tests();
+    const std::size_t region = securememory::detail::sealed_parts::key_region_bytes();
+    const auto* first = key.data();
+    if (c == cipher::aes256gcm) CHECK(std::any_of(first + 48, first + region, [](std::byte b) { return b != std::byte{0}; }));
+    h.key.wipe_in_signal_handler();
+    CHECK(std::all_of(first, first + region, [](std::byte b) { return b == std::byte{0}; }));
   }
 }
 
