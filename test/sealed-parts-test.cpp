@@ -65,7 +65,10 @@ struct plain_source {
 
 scratch& make_scratch(std::size_t slabs) {
   plain_source::reset();
-  return *new scratch(plain_source::memory(), page, slabs);  // never destroyed, like the real one
+  // Never destroyed, like the real one; kept reachable for LeakSanitizer.
+  static auto* kept = new std::vector<scratch*>();  // itself never destroyed
+  kept->push_back(new scratch(plain_source::memory(), page, slabs));
+  return *kept->back();
 }
 
 bool all_zero(const std::byte* p, std::size_t n) {
@@ -222,7 +225,10 @@ slot_arena& make_slots() {
   plain_slots::large = 0;
   plain_slots::large_freed = 0;
   plain_slots::freed_unwiped = 0;
-  return *new slot_arena(slot_memory{plain_slots::map_block, plain_slots::allocate_large, plain_slots::free_large});
+  // Never destroyed, like the real one; kept reachable for LeakSanitizer.
+  static auto* kept = new std::vector<slot_arena*>();  // itself never destroyed
+  kept->push_back(new slot_arena(slot_memory{plain_slots::map_block, plain_slots::allocate_large, plain_slots::free_large}));
+  return *kept->back();
 }
 
 }  // namespace
