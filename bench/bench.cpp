@@ -11,6 +11,9 @@
 //   reader_4k/<backend>                     reader() over a 4 KiB secret, 1 KiB reads
 //   envelope/<backend>/encrypt|decrypt      the envelope workload, 1 KiB records, 1,000
 //                                           IKs, 1, 2, 4 threads (bench/envelope-bench.cpp)
+//   with_bytes_live/sealed/<n>              with_bytes on one of n live secrets chosen at
+//                                           random, n = 1,000 and 1,000,000 (sealed only:
+//                                           a page backend holds a page per secret)
 // and the baselines doing the same work with no library around it:
 //   floor/<op>/<backend>[/<size>]           the raw system calls of that backend
 //                                           (protectedmemory, memguard, secretmem;
@@ -39,6 +42,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <string>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -109,6 +113,40 @@ std::map<std::string, sm::Secret>& shared_secrets() {
 
 void with_bytes_shared(benchmark::State& state, const sm::Secret* secret) {
   for (auto _ : state) secret->with_bytes(read_one);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The live secrets of with_bytes_live, made once per (backend, n) and kept
+// until the end (1,000,000 sealed secrets take about a second to make).
+std::map<std::pair<std::string, std::size_t>, std::vector<sm::Secret>>& live_sets() {
+  static auto* sets = new std::map<std::pair<std::string, std::size_t>, std::vector<sm::Secret>>();
+  return *sets;
+}
+
+const std::vector<sm::Secret>& live_secrets(const std::string& backend, std::size_t n) {
+  static std::mutex mutex;
+  const std::lock_guard lock(mutex);
+  auto& held = live_sets()[{backend, n}];
+  if (held.empty()) {
+    auto factory = sm::make_factory(backend);
+    held.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) held.push_back(factory.create_random(32));
+  }
+  return held;
+}
+
+// with_bytes on a secret chosen at random (xorshift64: cheap, not a secret)
+// among n live ones: what a service holding n keys pays when its accesses
+// miss the caches.
+void with_bytes_live(benchmark::State& state, const std::string& backend, std::size_t n) {
+  const auto& held = live_secrets(backend, n);
+  std::uint64_t x = 0x9E3779B97F4A7C15ULL;
+  for (auto _ : state) {
+    x ^= x << 13U;
+    x ^= x >> 7U;
+    x ^= x << 17U;
+    held[x % n].with_bytes(read_one);
+  }
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -419,6 +457,11 @@ void register_all() {
     threaded(add("with_bytes_shared/" + backend, with_bytes_shared, &shared));
     threaded(add("with_bytes_distinct/" + backend, with_bytes_own, backend));
     add("reader_4k/" + backend, reader_4k, backend);
+    if (backend == "sealed") {
+      for (const std::size_t n : {std::size_t{1000}, std::size_t{1000000}}) {
+        add("with_bytes_live/" + backend + "/" + std::to_string(n), with_bytes_live, backend, n);
+      }
+    }
     if (!register_floors(backend)) {
       std::fprintf(stderr, "securememory-bench: no raw floor is known for backend %s: its floor ratios are skipped\n",
                    backend.c_str());
@@ -460,5 +503,6 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   shared_secrets().clear();
   envelope_bench::release();
+  live_sets().clear();
   return 0;
 }

@@ -63,6 +63,10 @@ ENVELOPE_PREFIXES = ("envelope/", "baseline/envelope/")
 ENVELOPE_OPS = ("encrypt", "decrypt")
 SEALED_ENVELOPE_RATIO = 1.4  # issue 17: sealed encrypt and decrypt each <= 1.4x the baseline's time
 SEALED_ENVELOPE_SCALING = {2: 1.9, 4: 3.0}  # issue 17: N threads' throughput >= this x one thread's
+# Issue 17 (sealed at the speed of its cipher); its envelope targets are in the envelope report.
+SEALED17_WITH_BYTES = 0.10  # sealed's with_bytes time <= 0.10x protectedmemory's
+SEALED17_LIVE = 1.3  # with_bytes on a random one of 1,000,000 live secrets <= 1.3x its time with 1,000
+SEALED17_CREATE_RANDOM_NS = 500.0  # create_random(32) + close() <= 0.5 us
 
 
 def parse_name(run_name):
@@ -254,6 +258,14 @@ def report(medians, context, repetitions):
             r = medians[lib2] / medians[(lib2[0], 1)]
             out(f"| distinct secrets, 2 threads, {b} (issue 8): >= {SEALED_DISTINCT_TARGET:.1f}x one thread | "
                 f"{r:.2f}x | {'yes' if r >= SEALED_DISTINCT_TARGET else 'NO'} |")
+    issue17 = sealed_speed_targets(medians)
+    if issue17:
+        out("")
+        out("Targets (issue 17, sealed; the envelope workload's are reported with it):")
+        out("")
+        out("| target | measured | met |")
+        out("|---|---|---|")
+        lines.extend(issue17)
     return "\n".join(lines)
 
 
@@ -353,6 +365,30 @@ PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:
 
 def pyplot(path):
     """matplotlib.pyplot drawing to files, or None (said on stderr) when matplotlib is missing."""
+def sealed_speed_targets(medians):
+    """Issue 17's table rows for sealed, from this run's medians (time per op = 1 / items per second)."""
+    rows = []
+    sealed, ref = ("with_bytes/sealed", 1), (f"with_bytes/{REFERENCE}", 1)
+    if sealed in medians and ref in medians:
+        r = medians[ref] / medians[sealed]
+        rows.append(f"| with_bytes, 1 thread, sealed: <= {SEALED17_WITH_BYTES:.2f}x {REFERENCE}'s time | {r:.3f}x "
+                    f"({fmt_ns(ns(medians[sealed]))} / {fmt_ns(ns(medians[ref]))}) | "
+                    f"{'yes' if r <= SEALED17_WITH_BYTES else 'NO'} |")
+    few, many = ("with_bytes_live/sealed/1000", 1), ("with_bytes_live/sealed/1000000", 1)
+    if few in medians and many in medians:
+        r = medians[few] / medians[many]
+        rows.append(f"| with_bytes on a random one of 1,000,000 live sealed secrets: <= {SEALED17_LIVE:.1f}x its time "
+                    f"with 1,000 | {r:.2f}x ({fmt_ns(ns(medians[many]))} / {fmt_ns(ns(medians[few]))}) | "
+                    f"{'yes' if r <= SEALED17_LIVE else 'NO'} |")
+    create = ("create_random_close/sealed/32", 1)
+    if create in medians:
+        t = ns(medians[create])
+        rows.append(f"| create_random(32) + close(), sealed: <= {fmt_ns(SEALED17_CREATE_RANDOM_NS)} | {fmt_ns(t)} | "
+                    f"{'yes' if t <= SEALED17_CREATE_RANDOM_NS else 'NO'} |")
+    return rows
+
+
+def plot(medians, path):
     try:
         import matplotlib  # pylint: disable=import-outside-toplevel
 

@@ -38,6 +38,10 @@ void count_unlocked(backend_counters& c, std::size_t locked) noexcept;
 void count_failure(backend_counters& c) noexcept;
 void count_violation(backend_counters& c) noexcept;
 
+/// The owner of what the library holds for every backend (the random
+/// generator's page) in backend_metrics(); no registered backend.
+inline constexpr const char* library_metrics_name = "(library)";
+
 /// Locked bytes an owner holds for itself now, in this process.
 using locked_source = std::size_t (*)() noexcept;
 /// Adds a source of internal_locked_bytes owned by `backend` (at most 4;

@@ -1,4 +1,5 @@
-// securememory internal: a bounded cache of wiped, no-access, locked pages.
+// securememory internal: a bounded cache of wiped, locked pages (left
+// read-write by their owners: they hold nothing to protect).
 //
 // Reusable by any backend that hands out whole page runs (protectedmemory's
 // mappings, secretmem's slots). The cache makes no system call of
@@ -44,11 +45,11 @@ class page_cache {
   [[nodiscard]] static bool accepts(std::size_t length) noexcept;
 
   /// A cached run of exactly `length` bytes (most recently cached first),
-  /// or {nullptr, 0}. The run is no-access, locked and all zeros.
+  /// or {nullptr, 0}. The run is locked and all zeros, with the protection
+  /// its owner left it with (read-write for the built-in backends).
   [[nodiscard]] run take(std::size_t length) noexcept;
 
-  /// Offers a run that the caller has wiped and made no-access and that is
-  /// still locked. Evicts this cache's oldest runs to make room, then, when
+  /// Offers a run that the caller has wiped and that is still locked. Evicts this cache's oldest runs to make room, then, when
   /// this cache is empty and the bound is still in the way, the other
   /// caches' oldest runs. Returns false when it does not fit: the caller
   /// then releases it itself. Call it with none of the owner's locks that

@@ -124,4 +124,11 @@ void scrub_after_cipher() noexcept {
   zero_stack<scrub_cipher_stack_bytes>();
 }
 
+void scrub_registers() noexcept { zero_registers(); }
+
+void scrub_after_aes() noexcept {
+  zero_registers();
+  zero_stack<scrub_aes_stack_bytes>();
+}
+
 }  // namespace securememory::detail

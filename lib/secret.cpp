@@ -5,6 +5,7 @@
 
 #include "internal.hpp"
 #include "os/os.hpp"
+#include "random.hpp"
 #include "scrub.hpp"
 #include "secret_state.hpp"
 
@@ -210,7 +211,7 @@ Secret SecretFactory::create_random(std::size_t size) const {
   detail::ensure_initialised();
   detail::state_ref state(detail::secret_state::make(core_));
   state->populate(
-      size, [](std::byte* dst, std::size_t n, void*) { randombytes_buf(dst, n); }, nullptr);
+      size, [](std::byte* dst, std::size_t n, void*) { detail::csprng::fill(dst, n); }, nullptr);
   return Secret(std::move(state));
 }
 

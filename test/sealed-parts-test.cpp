@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <set>
 #include <thread>
+#include <vector>
 
 using securememory::detail::sealed_parts::scratch;
 using securememory::detail::sealed_parts::scratch_memory;
@@ -202,8 +203,10 @@ struct plain_slots {
   static inline std::atomic<int> large{0};
   static inline std::atomic<int> large_freed{0};
   static inline std::atomic<int> freed_unwiped{0};  // large blocks freed with their bytes as written
+  static inline std::vector<std::size_t> block_sizes;  // in the order asked (one thread)
   static std::byte* map_block(std::size_t bytes) {
     blocks.fetch_add(1);
+    block_sizes.push_back(bytes);
     void* p = std::calloc(1, bytes);  // never freed, like the real blocks
     plain_source::kept.push_back(p);
     return static_cast<std::byte*>(p);
@@ -221,6 +224,7 @@ struct plain_slots {
 
 slot_arena& make_slots() {
   plain_slots::blocks = 0;
+  plain_slots::block_sizes.clear();
   plain_slots::large = 0;
   plain_slots::large_freed = 0;
   plain_slots::freed_unwiped = 0;
@@ -248,6 +252,21 @@ TEST_CASE("slots: one block per size class, freed slots reused and wiped", "[sea
   const auto u = a.usage();
   CHECK(u.live_slots == 1001);
   a.give(other_class, 64, true, true);
+}
+
+TEST_CASE("slots: a class's first 32 blocks are 256 KiB, the next ones 2 MiB (huge pages)", "[sealed-parts][slots]") {
+  slot_arena& a = make_slots();
+  constexpr std::size_t per_small = slot_arena::small_block_bytes / 56;
+  constexpr std::size_t small = slot_arena::small_blocks;
+  STATIC_REQUIRE(small == 32);
+  std::vector<std::byte*> held;
+  for (std::size_t i = 0; i < small * per_small + 1; ++i) held.push_back(a.take(56));
+  REQUIRE(plain_slots::block_sizes.size() == small + 1);
+  for (std::size_t i = 0; i < small; ++i) CHECK(plain_slots::block_sizes[i] == slot_arena::small_block_bytes);
+  CHECK(plain_slots::block_sizes[small] == slot_arena::huge_block_bytes);
+  (void)a.take(64);  // another class starts small again
+  CHECK(plain_slots::block_sizes.back() == slot_arena::small_block_bytes);
+  for (std::byte* p : held) a.give(p, 56, false, true);
 }
 
 TEST_CASE("slots: a quarantined slot is never handed out again", "[sealed-parts][slots]") {

@@ -602,3 +602,29 @@ TEST_CASE("sealed: no plaintext and no key in a gcore snapshot taken inside with
   CHECK(occurrences_in_file(snap, [&](const unsigned char* p) { return plain.at(p); }) == 0);
   CHECK(occurrences_in_file(snap, [&](const unsigned char* p) { return key->at(p); }) == 0);
 }
+
+TEST_CASE("sealed: past 8 MiB of slots of one size, slot blocks are 2 MiB, aligned and advised huge pages", "[sealed][smaps]") {
+  if (sanitized) {
+    WARN("skipped under ASan/TSan: 150,000 secrets take too long there");
+    return;
+  }
+  const auto child = test::run_in_child([] {
+    auto factory = securememory::make_factory("sealed");
+    std::vector<securememory::Secret> held(160000);  // 160,000 x 56 bytes: past 32 blocks of 256 KiB
+    for (auto& s : held) s = factory.create_random(32);
+    const auto first = test::find_mapping(securememory::detail::region_of(held.front()).base);
+    const auto* last_slot = securememory::detail::region_of(held.back()).base;
+    const auto last = test::find_mapping(last_slot);
+    if (!first || !last) return 2;
+    if (first->has_flag("hg")) return 3;  // the first blocks: plain pages
+    if (!last->has_flag("hg")) return 4;  // MADV_HUGEPAGE
+    if (reinterpret_cast<std::uintptr_t>(last_slot) / (std::size_t{2} << 20U) * (std::size_t{2} << 20U) <
+        last->start) {
+      return 5;  // its 2 MiB-aligned block lies inside the mapping
+    }
+    return 0;
+  });
+  INFO(child.describe());
+  CHECK(child.exited);
+  CHECK(child.exit_code == 0);
+}

@@ -53,7 +53,10 @@ struct BackendMetrics {
 };
 
 /// One entry per backend that has had a factory in this process, sorted by
-/// name. The sums of the fields are metrics(). Thread-safe. Throws
+/// name, and one named "(library)" once `create_random` has run: the locked
+/// page of the library's random generator, which serves every backend (its
+/// internal_locked_bytes; its other fields stay 0). The sums of the fields
+/// are metrics(). Thread-safe. Throws
 /// std::bad_alloc.
 [[nodiscard]] SECUREMEMORY_API std::vector<BackendMetrics> backend_metrics();
 

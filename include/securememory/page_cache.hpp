@@ -3,11 +3,13 @@
 // Mapping, locking and unmapping pages costs several system calls per
 // secret. Backends that own whole pages (protectedmemory, secretmem)
 // therefore keep the pages of closed secrets in a bounded cache instead of
-// unmapping them: each cached page has been wiped (all zeros), made
-// no-access, and is still locked and dump-excluded (protectedmemory: and
-// wiped-on-fork; secretmem: not mapped in a child at all). A new secret of
-// the same page count takes such pages with one mprotect instead of
-// mmap + mlock + madvise (secretmem: instead of a new arena or slot). A
+// unmapping them: each cached page has been wiped (all zeros), is left
+// read-write (it holds nothing to protect, and making it no-access would
+// cost a TLB shootdown), and is still locked and dump-excluded
+// (protectedmemory: and wiped-on-fork; secretmem: not mapped in a child at
+// all). A new secret of the same page count takes such pages with no
+// system call instead of mmap + mlock + madvise (secretmem: instead of a
+// new arena or slot). A
 // cached secretmem slot keeps its memfd_secret file alive, which blocks
 // hibernation: set the bound to 0 before hibernating.
 //

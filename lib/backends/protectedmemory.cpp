@@ -7,15 +7,19 @@
 // as much as possible is given back, then throws the first failure. All
 // system calls go through lib/os/.
 //
-// Page cache (lib/page_cache.hpp): release wipes the whole run, makes it
-// PROT_NONE and offers it to the cache (still locked, DONTDUMP and
-// WIPEONFORK: those stay on the pages); allocate first takes a cached run
-// of the same length and only makes it writable (one mprotect instead of
-// mmap + mlock + 2 madvise; release saves munlock + munmap for one more
-// mprotect). When mlock is refused, every cache is emptied and the lock is
-// tried once more before the allocation fails with memlock_limit. A run the
-// cache refuses, or whose PROT_NONE fails, is unlocked and unmapped as
-// before.
+// Page cache (lib/page_cache.hpp): release wipes the whole run and offers
+// it to the cache as it is: read-write, all zero, still locked, DONTDUMP and
+// WIPEONFORK (those stay on the pages); allocate first takes a cached run of
+// the same length, which is writable already: no system call at all instead
+// of mmap + mlock + 2 madvise. A cached run holds nothing to protect, so it
+// is not made no-access: that mprotect(PROT_NONE) would only cost a TLB
+// shootdown on every other CPU running the process (docs/performance.md,
+// "Protection changes"). So a secret costs one permission-reducing change
+// when it is created (PROT_NONE after the fill), one per access (PROT_NONE
+// after the read) and none when it is closed. When mlock is refused, every
+// cache is emptied and the lock is tried once more before the allocation
+// fails with memlock_limit. A run the cache refuses is unlocked and
+// unmapped as before.
 #include "backends/protectedmemory.hpp"
 
 #include "internal.hpp"
@@ -52,13 +56,7 @@ class protectedmemory final : public backend {
   [[nodiscard]] region allocate(std::size_t size) override {
     const std::size_t length = round_to_pages(size);
     if (const page_cache::run cached = cache().take(length); cached.base != nullptr) {
-      if (os::protect(cached.base, length, PROT_READ | PROT_WRITE) != 0) {
-        const int err = errno;
-        release_run(cached.base, length);  // wiped already; give it back
-        throw_os_error(errc::protection_failed, "cannot make a recycled page writable for a secret", "mprotect",
-                       err);
-      }
-      return make_region(cached.base, size, length);
+      return make_region(cached.base, size, length);  // wiped and read-write already
     }
     return make_region(map_locked(length, user), size, length);
   }
@@ -86,13 +84,11 @@ class protectedmemory final : public backend {
     } else {
       wipe_err = errno;  // cannot write the pages, so cannot wipe them; still give them back
     }
-    // Wiped: offer the run to the cache, no-access. A refused PROT_NONE or
-    // a full cache falls through to the plain release.
-    if (wipe_err == 0 && page_cache::accepts(r.mapped) && os::protect(r.base, r.mapped, PROT_NONE) == 0) {
-      if (cache().put({r.base, r.mapped})) {
-        r = region{};
-        return;
-      }
+    // Wiped: offer the run to the cache as it is (read-write: it holds
+    // nothing to protect). A full cache falls through to the plain release.
+    if (wipe_err == 0 && page_cache::accepts(r.mapped) && cache().put({r.base, r.mapped})) {
+      r = region{};
+      return;
     }
     const unmap_errors released = unmap_locked(r.base, r.mapped);
     r = region{};

@@ -5,16 +5,19 @@
 //   ciphertext slots (sealed/slots.hpp): 256 KiB blocks of plain memory,
 //   NOT locked (they hold only ciphertext), one size class per block;
 //   secrets over 1,000 bytes get a heap block of their own
-//   slot = | nonce counter (8) | ciphertext (n) | Poly1305 tag (16) | pad to 8 |
+//   slot = | nonce counter (8) | ciphertext (n) | tag (16) | pad to 8 |
 //
 //   plaintext scratch (sealed/scratch.hpp): one reservation of N pages
 //   (N = 2 per CPU, 4 to 32), each locked when first needed, MADV_DONTDUMP,
 //   MADV_WIPEONFORK, all zero except during an access; a secret larger than
 //   P opens into a locked mapping of its own for the access
 //
-//   sealing key (sealed/key.hpp): 32 bytes in a region of the key backend
-//   handed in (the strongest the host has: secretmem, else memguard),
-//   read-only
+//   sealing key (sealed/key.hpp): the 32-byte key and, for AES-256-GCM,
+//   its 512-byte expanded schedule (560 bytes) in a region of the key
+//   backend handed in (the strongest the host has: secretmem, else
+//   memguard), read-only. Cipher: AES-256-GCM where libsodium reports
+//   AES-NI and PCLMUL, else ChaCha20-Poly1305 (IETF); 96-bit nonce = a
+//   4-byte prefix drawn with the key + the slot's 64-bit counter
 //
 // Cost per live secret: round_up(n + 24, 8) bytes of slot (56 for a 32-byte
 // secret), nothing locked, no mapping. Locked in all, whatever the number
@@ -68,6 +71,10 @@ std::span<std::byte> sealed_ciphertext_of(const region& r) noexcept;
 /// registry's) in place (read-only), for the tests that look for it in
 /// core dumps; empty when it has none in this process.
 std::span<const std::byte> sealed_key_for_tests() noexcept;
+
+/// The AEAD b seals with ("AES-256-GCM" or "ChaCha20-Poly1305"; "" when b
+/// is not sealed).
+std::string_view sealed_cipher(const backend& b) noexcept;
 
 /// Name of the backend holding b's key now ("" when b is not sealed or has
 /// no key in this process).

@@ -90,10 +90,26 @@ void unmap_dedicated_scratch(std::byte* p, std::size_t bytes) noexcept { (void)u
 
 void unlock_scratch(std::byte* p, std::size_t bytes) noexcept { (void)os::unlock(p, bytes); }
 
+// A huge block is placed on a 2 MiB boundary (a larger reservation,
+// trimmed) and advised MADV_HUGEPAGE, so the kernel can back it with one
+// transparent huge page; where it cannot (THP off) it is plain pages.
 std::byte* map_slot_block(std::size_t bytes) {
-  void* p = os::map_anonymous(bytes);
-  if (p == nullptr) throw_map_failed(errno, "mmap", bytes, arena_user);
-  return static_cast<std::byte*>(p);
+  if (bytes < slot_arena::huge_block_bytes) {
+    void* p = os::map_anonymous(bytes);
+    if (p == nullptr) throw_map_failed(errno, "mmap", bytes, arena_user);
+    return static_cast<std::byte*>(p);
+  }
+  constexpr std::size_t huge = slot_arena::huge_block_bytes;
+  void* p = os::map_anonymous(bytes + huge);
+  if (p == nullptr) throw_map_failed(errno, "mmap", bytes + huge, arena_user);
+  auto* raw = static_cast<std::byte*>(p);
+  const auto at = (reinterpret_cast<std::uintptr_t>(raw) + huge - 1) & ~std::uintptr_t{huge - 1};
+  std::byte* block = raw + (at - reinterpret_cast<std::uintptr_t>(raw));
+  // Untouched address space: a failed trim only leaves it reserved.
+  if (block > raw) (void)os::unmap(raw, static_cast<std::size_t>(block - raw));
+  if (block + bytes < raw + bytes + huge) (void)os::unmap(block + bytes, static_cast<std::size_t>(raw + huge - block));
+  (void)os::advise(block, bytes, MADV_HUGEPAGE);  // a hint: plain pages where THP is off
+  return block;
 }
 
 std::byte* allocate_large_slot(std::size_t bytes) noexcept {
@@ -192,7 +208,8 @@ std::atomic<const sealed*> first_instance{nullptr};
 
 class sealed final : public backend {
  public:
-  explicit sealed(sealed_parts::key_backend_source source) : key_(std::move(source)) {
+  explicit sealed(sealed_parts::key_backend_source source)
+      : key_(std::move(source), sealed_parts::preferred_cipher()) {
     register_process_hooks();
     const std::lock_guard lock(keys().mutex);
     keys().keys.push_back(&key_);
@@ -364,6 +381,11 @@ bool is_sealed(const backend& b) noexcept { return dynamic_cast<const sealed*>(&
 std::span<const std::byte> key_bytes_of(const backend& b) noexcept {
   const auto* s = dynamic_cast<const sealed*>(&b);
   return s != nullptr ? s->key().bytes_for_tests() : std::span<const std::byte>{};
+}
+
+std::string_view sealed_cipher(const backend& b) noexcept {
+  const auto* s = dynamic_cast<const sealed*>(&b);
+  return s != nullptr ? sealed_parts::cipher_name(s->key().kind()) : std::string_view{};
 }
 
 std::string_view sealed_key_backend(const backend& b) noexcept {

@@ -38,9 +38,11 @@ std::byte* slot_arena::take(std::size_t size) {
     sodium_memzero(slot, sizeof(std::byte*));
   } else {
     if (c.bump == nullptr || static_cast<std::size_t>(c.bump_end - c.bump) < size) {
-      std::byte* block = memory_.map_block(block_bytes);  // throws
+      const std::size_t bytes = c.blocks < small_blocks ? small_block_bytes : huge_block_bytes;
+      std::byte* block = memory_.map_block(bytes);  // throws
+      ++c.blocks;
       c.bump = block;
-      c.bump_end = block + block_bytes;
+      c.bump_end = block + bytes;
     }
     slot = c.bump;
     c.bump += size;

@@ -8,15 +8,19 @@
 // the arena's page), its protection, its wipe, and the page cache.
 //
 //   allocate  1. a slot of the same length from the page cache (wiped,
-//                PROT_NONE, still in its arena): one mprotect(RW);
+//                read-write, still in its arena): no system call;
 //             2. else a slot placed by the allocator (maybe in a new
 //                arena); then map its guard, mprotect(RW) the slot.
-//   release   mprotect(RW), sodium_memzero, mprotect(NONE); then the slot
-//             goes to the page cache (counted in metrics().cached_bytes;
-//             its arena stays mapped), or back to the allocator. A slot
-//             that could not be wiped or made no-access again is never
-//             used again; it goes (zeroed by the kernel: mm/secretmem.c
-//             frees secretmem folios zeroed) with its arena.
+//   release   mprotect(RW), sodium_memzero; then the slot goes to the page
+//             cache as it is (read-write: it holds nothing to protect, and
+//             a PROT_NONE would cost a TLB shootdown on every other CPU;
+//             counted in metrics().cached_bytes; its arena stays mapped),
+//             or, made no-access again, back to the allocator (free slots
+//             are zero and no-access); a slot the cache evicts is made
+//             no-access then. A slot that could not be wiped or made
+//             no-access again is never used again; it goes (zeroed by the
+//             kernel: mm/secretmem.c frees secretmem folios zeroed) with
+//             its arena.
 //
 // Every slot is a mapping (VMA) of its own, so an mprotect of one slot
 // neither splits nor merges a VMA (that cost about 2 us per with_bytes
@@ -202,15 +206,15 @@ class secretmem final : public backend {
     if (mapped_here) {
       if (r.current == access::read_write || os::protect(r.data, r.mapped, PROT_READ | PROT_WRITE) == 0) {
         sodium_memzero(r.data, r.mapped);
-        if (os::protect(r.data, r.mapped, PROT_NONE) != 0) seal_err = errno;
       } else {
         wipe_err = errno;
       }
     }
-    if (mapped_here && wipe_err == 0 && seal_err == 0 && page_cache::accepts(r.mapped) && to_cache(a, r.data, r.mapped)) {
+    if (mapped_here && wipe_err == 0 && page_cache::accepts(r.mapped) && to_cache(a, r.data, r.mapped)) {
       r = region{};
       return;
     }
+    if (mapped_here && wipe_err == 0 && os::protect(r.data, r.mapped, PROT_NONE) != 0) seal_err = errno;
     // A slot that could not be wiped, or made no-access again, is never
     // handed out again (free slots are zero and no-access): it stays taken
     // until its arena goes.
@@ -237,30 +241,27 @@ class secretmem final : public backend {
 
   // The page cache evicts a slot: it goes back to its arena as a free
   // segment (the arena is unmapped when nothing else holds it).
+  // A cached slot is read-write (wiped); free slots are no-access: one that
+  // cannot be made no-access is never used again.
   void evict(std::byte* data, std::size_t length) noexcept {
     arena* a = arenas_.find(data, false);
     if (a == nullptr) return;  // cannot happen: a cached slot keeps its arena
     const std::size_t page = os::page_size();
-    (void)arenas_.give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, true, true);
+    const bool sealed = os::protect(data, length, PROT_NONE) == 0;
+    (void)arenas_.give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, sealed, true);
   }
 
  private:
-  // Takes a cached slot for a new secret: one mprotect.
+  // Takes a cached slot (wiped, read-write) for a new secret: no system call.
   region recycle(std::byte* data, std::size_t size, std::size_t length) {
     arena* a = arenas_.find(data, true);
     if (a == nullptr) {  // cannot happen: a cached slot keeps its arena
       throw error(errc::out_of_memory, "a cached secretmem slot has no arena");
     }
-    if (os::protect(data, length, PROT_READ | PROT_WRITE) != 0) {
-      const int err = errno;
-      const std::size_t page = os::page_size();
-      (void)arenas_.give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, true, false);  // still wiped
-      throw_os_error(errc::protection_failed, "cannot make a recycled secretmem slot writable", "mprotect", err);
-    }
     return region{.data = data, .size = size, .base = a, .mapped = length, .locked = length};
   }
 
-  // Offers a wiped, no-access slot to the page cache. The arena counts it
+  // Offers a wiped, read-write slot to the page cache. The arena counts it
   // as cached before the put, so that a take by another thread right after
   // the put finds the count in place.
   bool to_cache(arena* a, std::byte* data, std::size_t length) {
