@@ -47,7 +47,9 @@ class user_pages final : public securememory::Backend {
       throw securememory::error(securememory::errc::memlock_limit,
                                 "mlock failed; RLIMIT_MEMLOCK is " + std::to_string(lim.rlim_cur) + " bytes", err);
     }
-    if (os::advise(base, length, MADV_DONTDUMP) != 0 || os::advise(base, length, MADV_WIPEONFORK) != 0) {
+    // A user backend on Linux (the tests run there, the posix_only build too):
+    // it calls madvise itself, whatever lib/os/ provides in this build.
+    if (::madvise(base, length, MADV_DONTDUMP) != 0 || ::madvise(base, length, MADV_WIPEONFORK) != 0) {
       os::unlock(base, length);
       os::unmap(base, length);
       throw securememory::error(securememory::errc::protection_failed, "madvise failed");
