@@ -140,6 +140,10 @@ SM_TEST("no copy in the saved registers either, once the library's calls return"
   // the register scrub (lib/scrub.cpp) also empties the saved registers of
   // the states where no access is in progress. Asserted here.
   const std::string backend = GENERATE(from_range(securememory::backend_names()));
+  // Where the backend does not exclude its pages from dumps (a platform
+  // without it: the posix_only build) the memory holds the secret, as
+  // declared; the saved registers must not, on every platform.
+  const bool excluded = securememory::make_factory(backend).guarantees().excluded_from_core_dumps;
   for (const auto state : {proof::core_state::idle, proof::core_state::after_close}) {
     proof::core_scan scan;
     const auto r = proof::kernel_core_dump(backend, 32, state, &scan);
@@ -148,7 +152,8 @@ SM_TEST("no copy in the saved registers either, once the library's calls return"
       WARN("SKIP " << backend << ": " << r.detail);
       continue;
     }
-    CHECK(r.state == proof::status::pass);
+    if (excluded) CHECK(r.state == proof::status::pass);
+    CHECK(scan.is_core);
     CHECK(scan.note_hits == 0);
   }
 }

@@ -28,6 +28,8 @@
 
 namespace securememory::detail::os {
 
+// ---- POSIX (posix.cpp) --------------------------------------------------------------
+
 /// The system calls that can be made to fail.
 enum class call : unsigned char {
   mmap,
@@ -69,7 +71,7 @@ int lock(void* addr, std::size_t length) noexcept;
 int unlock(void* addr, std::size_t length) noexcept;
 int protect(void* addr, std::size_t length, int prot) noexcept;
 
-// ---- what a platform adds to POSIX ---------------------------------------------
+// ---- what a platform adds to POSIX (linux.cpp, macos.cpp, ...) --------------------
 
 /// The platform file this build uses: "linux", "macos", "freebsd", or
 /// "posix" (the posix_only build, or a POSIX system without a file of its own).
@@ -119,6 +121,9 @@ int lock_on_fault(void* addr, std::size_t length) noexcept;
 /// is removed from the kernel's direct map; -1 with errno on failure (ENOSYS
 /// when the kernel lacks it or it is disabled, and on every other platform).
 int memfd_secret(unsigned flags) noexcept;
+
+// ---- POSIX again (posix.cpp) ------------------------------------------------------
+
 /// ftruncate(fd, length); -1 with errno EFBIG when length does not fit off_t.
 int truncate_fd(int fd, std::size_t length) noexcept;
 /// mmap(at, length, PROT_NONE, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0): a
@@ -150,6 +155,18 @@ int get_limit(int resource, rlimit& out) noexcept;
 /// setrlimit(resource, value); 0 or -1 and errno.
 int set_limit(int resource, const rlimit& value) noexcept;
 
+/// getrlimit(RLIMIT_MEMLOCK); false if it failed.
+bool memlock_limit(rlimit& out) noexcept;
+/// True when RLIMIT_MEMLOCK cannot be what refused a lock: the soft limit
+/// is unlimited, or the process is privileged to lock past it
+/// (lock_privileged()).
+bool memlock_unbounded() noexcept;
+
+/// "ENOMEM (Cannot allocate memory)".
+const char* errno_text(int err, char* buf, std::size_t len) noexcept;
+
+// ---- what a platform adds, continued ---------------------------------------------
+
 /// Whether processes of the same user may trace this one: 0 when tracing
 /// (and dumping) is forbidden, else a positive value (Linux: PR_GET_DUMPABLE,
 /// 1 or 2; FreeBSD: 1); -1 with errno (ENOSYS where the platform has no such
@@ -164,13 +181,6 @@ int forbid_tracing() noexcept;
 const char* get_traceable_call() noexcept;
 const char* forbid_tracing_call() noexcept;
 
-/// getrlimit(RLIMIT_MEMLOCK); false if it failed.
-bool memlock_limit(rlimit& out) noexcept;
-
-/// True when RLIMIT_MEMLOCK cannot be what refused a lock: the soft limit
-/// is unlimited, or the process is privileged to lock past it
-/// (lock_privileged()).
-bool memlock_unbounded() noexcept;
 /// Linux: CAP_IPC_LOCK in the effective set (capget); FreeBSD: root;
 /// elsewhere false (cannot tell).
 bool lock_privileged() noexcept;
@@ -183,8 +193,5 @@ long mapping_count() noexcept;
 /// vm.max_map_count (Linux: /proc/sys/vm/max_map_count), or -1 where there
 /// is no such limit or this build cannot read it.
 long max_map_count() noexcept;
-
-/// "ENOMEM (Cannot allocate memory)".
-const char* errno_text(int err, char* buf, std::size_t len) noexcept;
 
 }  // namespace securememory::detail::os
