@@ -3,10 +3,14 @@
 // Theory of operation: two independent steps, each a read of the current
 // setting followed by a change only when needed, through lib/os/ (so tests
 // can make each call fail):
-//   1. getrlimit/setrlimit(RLIMIT_CORE, {0, 0});
-//   2. prctl(PR_GET_DUMPABLE), prctl(PR_SET_DUMPABLE, 0).
+//   1. getrlimit/setrlimit(RLIMIT_CORE, {0, 0}) (POSIX: every platform);
+//   2. the platform's tracing control (lib/os/: Linux prctl(PR_GET_DUMPABLE),
+//      prctl(PR_SET_DUMPABLE, 0); FreeBSD procctl(PROC_TRACE_CTL)).
 // A failure throws error(protection_failed) naming the call, its errno and
-// what the earlier step already changed; nothing is ignored.
+// what the earlier step already changed; nothing is ignored. Where the
+// platform has no tracing control (macOS, the posix_only build), step 2
+// throws error(protection_failed) saying so, after step 1 took effect:
+// pass disable_ptrace = false there.
 #include <securememory/harden.hpp>
 
 #include "internal.hpp"
@@ -16,7 +20,6 @@
 
 #include <cerrno>
 #include <string>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 
 namespace securememory {
@@ -42,16 +45,22 @@ HardenReport harden_process(const HardenOptions& options) {
     }
   }
   if (options.disable_ptrace) {
-    const int dumpable = detail::os::process_control(PR_GET_DUMPABLE, 0);
+    const char* get_call = detail::os::get_traceable_call();
+    if (get_call == nullptr) {
+      detail::throw_os_error(errc::protection_failed, "cannot forbid tracing: this platform has no such control",
+                             "harden_process(disable_ptrace)", ENOSYS,
+                             (done.empty() ? std::string("nothing was changed") : done) +
+                                 "; pass disable_ptrace = false on this platform");
+    }
+    const int dumpable = detail::os::get_traceable();
     if (dumpable < 0) {
-      detail::throw_os_error(errc::protection_failed, "cannot read the dumpable flag", "prctl(PR_GET_DUMPABLE)", errno,
-                             done);
+      detail::throw_os_error(errc::protection_failed, "cannot read the dumpable flag", get_call, errno, done);
     }
     report.previous_dumpable = dumpable;
     if (dumpable != 0) {
-      if (detail::os::process_control(PR_SET_DUMPABLE, 0) != 0) {
-        detail::throw_os_error(errc::protection_failed, "cannot clear the dumpable flag", "prctl(PR_SET_DUMPABLE, 0)",
-                               errno, done.empty() ? "nothing was changed" : done);
+      if (detail::os::forbid_tracing() != 0) {
+        detail::throw_os_error(errc::protection_failed, "cannot clear the dumpable flag",
+                               detail::os::forbid_tracing_call(), errno, done.empty() ? "nothing was changed" : done);
       }
       report.dumpable_changed = true;
     }

@@ -12,6 +12,12 @@
 // Before any lock is reported as refused, the page caches are emptied
 // (they hold locked pages of closed secrets) and the lock is tried again:
 // this retry lives here and nowhere else.
+//
+// Platforms (lib/os/): the map count is read on Linux only (elsewhere a
+// failure is never blamed on it); the probe of require_lockable() needs
+// mlock2 (Linux; elsewhere the caller's own lock is the check); dump
+// exclusion and the fork rule are applied where the platform has them and
+// skipped where it does not, which the backends' describe() reports.
 #include "locked_pages.hpp"
 
 #include "internal.hpp"
@@ -54,8 +60,9 @@ std::string map_count_text(const map_count& m, const memory_user& who) {
     }
     if (os::memlock_unbounded()) {
       throw_os_error(errc::out_of_memory, what.c_str(), "mlock", err,
-                     "RLIMIT_MEMLOCK does not bind this process (CAP_IPC_LOCK or unlimited): the system is out of "
-                     "memory it can lock");
+                     fmt::format("RLIMIT_MEMLOCK does not bind this process ({} or unlimited): the system is out of "
+                                 "memory it can lock",
+                                 os::lock_privilege_name()));
     }
   }
   throw_os_error(errc::memlock_limit, what.c_str(), "mlock", err, memlock_hint());
@@ -65,13 +72,15 @@ std::string map_count_text(const map_count& m, const memory_user& who) {
 
 std::string memlock_hint() {
   rlimit lim{};
-  if (!os::memlock_limit(lim)) return "raise RLIMIT_MEMLOCK (ulimit -l) or grant CAP_IPC_LOCK";
+  if (!os::memlock_limit(lim)) {
+    return fmt::format("raise RLIMIT_MEMLOCK (ulimit -l) or grant {}", os::lock_privilege_name());
+  }
   auto text = [](rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : fmt::format("{} bytes", v); };
   return fmt::format(
       "RLIMIT_MEMLOCK is {} (soft) / {} (hard) and the library's page caches were already emptied; raise it "
-      "(ulimit -l, LimitMEMLOCK= in systemd, --ulimit memlock in containers), grant CAP_IPC_LOCK, or hold fewer "
+      "(ulimit -l, LimitMEMLOCK= in systemd, --ulimit memlock in containers), grant {}, or hold fewer "
       "secrets (the sealed backend locks a fixed amount whatever their number)",
-      text(lim.rlim_cur), text(lim.rlim_max));
+      text(lim.rlim_cur), text(lim.rlim_max), os::lock_privilege_name());
 }
 
 void throw_map_failed(int err, const char* call, std::size_t length, const memory_user& who) {
@@ -97,6 +106,7 @@ void lock_pages(void* addr, std::size_t length, const memory_user& who) {
 }
 
 void require_lockable(std::size_t length, const memory_user& who) {
+  if (!os::can_lock_on_fault()) return;  // no probe without mlock2: the caller's lock is the check
   void* probe = os::map_reserve(length);
   if (probe == nullptr) throw_map_failed(errno, "mmap", length, who);
   int rc = os::lock_on_fault(probe, length);
@@ -111,18 +121,27 @@ void require_lockable(std::size_t length, const memory_user& who) {
 }
 
 void advise_secret_pages(void* addr, std::size_t length, on_fork fork, const memory_user& who) {
-  if (os::exclude_from_core_dumps(addr, length) != 0) {
+  // What this platform does not provide is not done, and the backends'
+  // describe() says so (docs/backends.md, "Platforms").
+  if (os::can_exclude_from_core_dumps() && os::exclude_from_core_dumps(addr, length) != 0) {
     const int err = errno;
     throw_os_error(errc::protection_failed, fmt::format("cannot exclude {} from core dumps", who.what).c_str(),
-                   "madvise(MADV_DONTDUMP)", err, "this kernel may be too old (Linux 3.4+ is required)");
+                   os::core_dump_exclusion_call(), err, os::core_dump_exclusion_needs());
   }
-  const bool wipe = fork == on_fork::wipe;
-  if ((wipe ? os::wipe_on_fork(addr, length) : os::drop_on_fork(addr, length)) != 0) {
+  if (fork == on_fork::drop) {
+    if (os::drop_on_fork(addr, length) != 0) {
+      const int err = errno;
+      throw_os_error(errc::protection_failed,
+                     fmt::format("cannot keep {} out of forked children", who.what).c_str(),
+                     "madvise(MADV_DONTFORK)", err, "this kernel may be too old (Linux 4.14+ is required)");
+    }
+    return;
+  }
+  if (os::fork_hiding() != os::fork_rule::none && os::hide_from_fork(addr, length) != 0) {
     const int err = errno;
     throw_os_error(errc::protection_failed,
-                   fmt::format("cannot keep {} out of forked children", who.what).c_str(),
-                   wipe ? "madvise(MADV_WIPEONFORK)" : "madvise(MADV_DONTFORK)", err,
-                   "this kernel may be too old (Linux 4.14+ is required)");
+                   fmt::format("cannot keep {} out of forked children", who.what).c_str(), os::fork_hiding_call(),
+                   err, os::fork_hiding_needs());
   }
 }
 

@@ -29,8 +29,8 @@ struct memory_user {
 
 /// How a forked child must see the pages.
 enum class on_fork : unsigned char {
-  wipe,  ///< zero-filled (MADV_WIPEONFORK): private anonymous memory
-  drop,  ///< not mapped at all (MADV_DONTFORK): shared mappings
+  wipe,  ///< private anonymous memory: the platform's rule (os::fork_hiding(): zero-filled, not mapped, or none)
+  drop,  ///< not mapped at all (MADV_DONTFORK): shared mappings (secretmem, Linux only)
 };
 
 /// Locks [addr, addr + length). When the kernel refuses, every page cache is
@@ -44,16 +44,19 @@ void lock_pages(void* addr, std::size_t length, const memory_user& who);
 /// the probe is a reservation locked with MLOCK_ONFAULT, which the kernel
 /// charges against RLIMIT_MEMLOCK without faulting a page in. For backends
 /// whose allocator writes the memory before it can be locked (libsodium's
-/// sodium_malloc fills it). Costs three system calls.
+/// sodium_malloc fills it). Costs three system calls. Where the platform
+/// has no mlock2 (os::can_lock_on_fault()) it cannot tell and returns.
 void require_lockable(std::size_t length, const memory_user& who);
 
-/// Excludes the pages from core dumps and applies the fork rule; throws
-/// error(protection_failed) naming the advice. Undoes nothing.
+/// Excludes the pages from core dumps and applies the fork rule, each where
+/// the platform provides it (os::can_exclude_from_core_dumps(),
+/// os::fork_hiding()); throws error(protection_failed) naming the call.
+/// Undoes nothing.
 void advise_secret_pages(void* addr, std::size_t length, on_fork fork, const memory_user& who);
 
 /// A fresh private anonymous mapping of `length` bytes (whole pages),
-/// read-write, locked (lock_pages), excluded from core dumps and wiped in a
-/// forked child. On failure nothing is mapped and the error says why.
+/// read-write, locked (lock_pages), and through advise_secret_pages() (on
+/// Linux: excluded from core dumps and wiped in a forked child). On failure nothing is mapped and the error says why.
 [[nodiscard]] void* map_locked(std::size_t length, const memory_user& who);
 
 /// What unmap_locked() could not do: each step's errno, or 0.

@@ -13,12 +13,16 @@
 //
 // Composite backends are assembled here: "sealed" is handed the function
 // that picks its key's backend (secretmem when this host has it, else
-// memguard); no backend looks another up by name.
+// memguard); no backend looks another up by name. secretmem is built and
+// registered on Linux only (SECUREMEMORY_HAVE_SECRETMEM, lib/meson.build):
+// memfd_secret exists nowhere else, and the posix_only build leaves it out.
 #include <securememory/registry.hpp>
 
 #include "backends/memguard.hpp"
 #include "backends/protectedmemory.hpp"
+#if SECUREMEMORY_HAVE_SECRETMEM
 #include "backends/secretmem.hpp"
+#endif
 #include "backends/sealed.hpp"
 #include "internal.hpp"
 #include "small_mutex.hpp"
@@ -86,11 +90,13 @@ std::shared_ptr<const BackendMaker> find(const detail::registry_impl& r, std::st
 
 // The backend sealed keeps its key in: the strongest this host has.
 std::shared_ptr<backend> strongest_key_backend() {
+#if SECUREMEMORY_HAVE_SECRETMEM
   try {
     return detail::make_secretmem();
   } catch (const error& e) {
     if (e.code_value() != errc::backend_unavailable) throw;
   }
+#endif
   return detail::make_memguard();
 }
 
@@ -212,7 +218,9 @@ Registry& default_registry() {
     auto* r = new Registry();  // never destroyed: see the file comment
     r->add("memguard", detail::make_memguard);
     r->add("protectedmemory", detail::make_protectedmemory);
+#if SECUREMEMORY_HAVE_SECRETMEM
     r->add("secretmem", detail::make_secretmem);
+#endif
     r->add("sealed", make_default_sealed);
     return r;
   }();

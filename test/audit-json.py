@@ -38,8 +38,25 @@ for b in backends:
 failed = any(r["status"] == "FAIL" for r in results)
 assert doc["result"] == ("fail" if failed else "pass"), doc["result"]
 assert run.returncode == (1 if failed else 0), f"exit status {run.returncode}"
-for key in ("RLIMIT_MEMLOCK", "CAP_IPC_LOCK", "RLIMIT_CORE", "core_pattern", "memfd_secret", "gcore"):
+for key in ("RLIMIT_MEMLOCK", "CAP_IPC_LOCK", "RLIMIT_CORE", "core_pattern", "memfd_secret", "gcore",
+            "lib/os/ platform"):
     assert key in doc["host"], f"host lacks {key}"
+
+# The POSIX core alone (-Dposix_only=true) has no dump exclusion, no fork
+# rule and no secretmem: those guarantees are N/A for every backend, never
+# PASS (memguard's pages are still MADV_DONTDUMP through a Linux libsodium,
+# so only the declaration keeps its core-dump cell honest).
+if doc["host"]["lib/os/ platform"].startswith("posix "):
+    assert "secretmem" not in backends, backends
+    reduced = subprocess.run([audit, "--json", "--check", "core-dump", "--check", "gcore", "--check", "fork"],
+                             capture_output=True, text=True, timeout=600)
+    rdoc = json.loads(reduced.stdout)
+    assert len(rdoc["results"]) == 3 * len(backends), rdoc["results"]
+    for r in rdoc["results"]:
+        assert r["status"] == "N/A", f"{r}: posix_only must not claim it"
+    for b in backends:
+        assert not doc["guarantees"][b]["excluded_from_core_dumps"], b
+        assert not doc["guarantees"][b]["hidden_from_fork_children"], b
 
 # A backend that declares what it does not keep: the audit fails, exit 1.
 broken = subprocess.run([audit, "--json", "--selftest-broken", "--backend", "audit-selftest-broken",

@@ -33,8 +33,8 @@ class broken_backend final : public securememory::backend {
       throw securememory::error(securememory::errc::memlock_limit, "mlock failed; RLIMIT_MEMLOCK is 65536", errno);
     }
     if (dontdump_) {
-      os::advise(base, length, MADV_DONTDUMP);
-      os::advise(base, length, MADV_WIPEONFORK);
+      ::madvise(base, length, MADV_DONTDUMP);  // Linux directly, whatever lib/os/ provides in this build
+      ::madvise(base, length, MADV_WIPEONFORK);
     }
     region r;
     r.base = base;

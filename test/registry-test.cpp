@@ -5,6 +5,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -256,9 +257,11 @@ TEST_CASE("each backend's guarantees are its own description; sealed tells where
     const auto factory = securememory::make_factory(name);
     const auto g = factory.guarantees();
     CHECK(g.locked);
-    CHECK(g.excluded_from_core_dumps);
+    // What the platform layer provides in this build (lib/os/): the
+    // posix_only build has neither, and says so.
+    CHECK(g.excluded_from_core_dumps == test::dump_exclusion_here());
     CHECK(g.wiped_on_release);
-    CHECK(g.hidden_from_fork_children);
+    CHECK(g.hidden_from_fork_children == (securememory::detail::os::fork_hiding() != securememory::detail::os::fork_rule::none));
     CHECK(g.no_access_while_idle != g.encrypted_at_rest);  // one or the other keeps it out of reach while idle
     CHECK(factory.key_backend().empty() == !g.encrypted_at_rest);
   }
@@ -266,6 +269,9 @@ TEST_CASE("each backend's guarantees are its own description; sealed tells where
   const bool secretmem_here = securememory::backend_available("secretmem");
   CHECK(sealed.key_backend() == (secretmem_here ? "secretmem" : "memguard"));
   CHECK(sealed.guarantees().key_outside_direct_map == secretmem_here);
+  // secretmem is registered exactly where it is built (Linux, not posix_only).
+  const auto names = securememory::backend_names();
+  CHECK((std::find(names.begin(), names.end(), "secretmem") != names.end()) == (SECUREMEMORY_HAVE_SECRETMEM != 0));
   // A user backend that describes nothing guarantees nothing.
   securememory::registry reg;
   reg.add("bare", [] { return std::make_shared<test::heap_backend>(); });

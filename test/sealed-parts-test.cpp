@@ -32,8 +32,10 @@ struct plain_source {
   static inline std::atomic<int> refuse_after{1000};  // locks granted before RLIMIT_MEMLOCK "refuses"
   static inline std::atomic<int> dedicated{0};
   static inline std::atomic<bool> refuse_dedicated{false};
+  static inline std::atomic<int> reserves{0};
 
   static void reset() {
+    reserves = 0;
     locks = 0;
     unlocks = 0;
     refuse_after = 1000;
@@ -42,6 +44,7 @@ struct plain_source {
   }
   static inline std::vector<void*> kept;  // reachable until exit: a scratch lives as long as the process
   static std::byte* reserve(std::size_t bytes) {
+    reserves.fetch_add(1);
     auto* p = static_cast<std::byte*>(std::aligned_alloc(page, bytes));
     std::fill(p, p + bytes, std::byte{0});
     kept.push_back(p);
@@ -190,9 +193,21 @@ TEST_CASE("scratch: idle slabs are unlocked on request, busy ones stay", "[seale
 TEST_CASE("scratch: after fork every chunk is free again", "[sealed-parts][scratch]") {
   scratch& s = make_scratch(1);
   std::byte* parents = s.take(page);  // the whole slab, held by a "parent thread"
-  s.reset_in_child();
+  s.reset_in_child(true);
   std::byte* childs = s.take(32);
   CHECK(childs == parents);
+  CHECK(plain_source::reserves == 1);
+  s.give(childs, 32);
+}
+
+TEST_CASE("scratch: after fork on a platform that drops its pages, it is reserved anew", "[sealed-parts][scratch]") {
+  scratch& s = make_scratch(1);
+  std::byte* parents = s.take(page);
+  REQUIRE(plain_source::reserves == 1);
+  s.reset_in_child(false);  // macOS: nothing of the reservation is mapped in the child
+  std::byte* childs = s.take(32);
+  CHECK(plain_source::reserves == 2);
+  CHECK(childs != parents);
   s.give(childs, 32);
 }
 

@@ -200,6 +200,36 @@ constexpr const char* sanitizer() {
     }                                                                    \
   } while (0)
 
+// ---- platform (lib/os/) --------------------------------------------------------
+
+/// What this build's platform layer provides beyond POSIX (lib/os/os.hpp).
+/// The posix_only build provides none of it: tests of those guarantees
+/// skip there (SM_SKIP_UNLESS), and checks of the pages expect their
+/// absence (no "dd" or "wf" in smaps), so that a build claiming more than
+/// it does fails.
+inline bool dump_exclusion_here() { return securememory::detail::os::can_exclude_from_core_dumps(); }
+inline bool wipe_on_fork_here() {
+  return securememory::detail::os::fork_hiding() == securememory::detail::os::fork_rule::wipe;
+}
+/// A flag every mapping holding a secret has in smaps in this build ("dd",
+/// or "lo" where there is no dump exclusion), to tell that one is gone.
+inline const char* secret_page_flag() { return dump_exclusion_here() ? "dd" : "lo"; }
+inline bool map_count_here() { return securememory::detail::os::max_map_count() >= 0; }
+inline bool lock_probe_here() { return securememory::detail::os::can_lock_on_fault(); }
+inline bool tracing_control_here() { return securememory::detail::os::get_traceable_call() != nullptr; }
+
+/// In a test body: when `available` is false in this build (the posix_only
+/// build, or a platform without the feature), marks the test case skipped
+/// with the reason (TAP "# SKIP", counted as skipped) and returns.
+#define SM_SKIP_UNLESS(available, reason)                                                                \
+  do {                                                                                                   \
+    if (!(available)) {                                                                                  \
+      WARN("skipped: " << (reason) << " (lib/os/ platform: " << securememory::detail::os::platform_name() \
+                       << ")");                                                                          \
+      return;                                                                                            \
+    }                                                                                                    \
+  } while (0)
+
 // ---- misc -------------------------------------------------------------------
 
 /// True for backends that declare they keep a secret encrypted at rest

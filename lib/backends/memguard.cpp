@@ -7,7 +7,8 @@
 // ourselves (through lib/os/, as a raw system call) and fail with
 // errc::memlock_limit, freeing the block, when the kernel refuses. libsodium
 // also applies MADV_DONTDUMP there, ignoring failure; we apply it again with
-// the error checked, plus MADV_WIPEONFORK.
+// the error checked, plus MADV_WIPEONFORK (lib/os/ applies what each
+// platform has: docs/backends.md, "Platforms").
 //
 // Protection changes use mprotect on exactly the range that
 // sodium_mprotect_noaccess/readonly/readwrite use (the unprotected region),
@@ -112,11 +113,11 @@ class memguard final : public backend {
     BackendDescription d;
     d.mappings_per_secret = 4;
     d.provides.locked = true;
-    d.provides.excluded_from_core_dumps = true;
+    d.provides.excluded_from_core_dumps = os::can_exclude_from_core_dumps();  // per platform (lib/os/)
     d.provides.no_access_while_idle = true;
     d.provides.guard_pages = true;
     d.provides.canary = true;
-    d.provides.hidden_from_fork_children = true;
+    d.provides.hidden_from_fork_children = os::fork_hiding() != os::fork_rule::none;
     d.provides.wiped_on_release = true;
     d.checks_integrity = true;
     return d;
@@ -169,8 +170,17 @@ class memguard final : public backend {
   void release_after_fork(region& r) noexcept override {
     // In the child the data pages are zero (MADV_WIPEONFORK), so libsodium's
     // canary is gone and sodium_free would abort: unmap the whole block.
+    // Where the platform drops them from the child instead (macOS), only
+    // the block's other pages are here: the data's range may hold one of
+    // the child's own mappings by now.
     const auto [start, length] = unprotected_range(r);
-    unmap_block(start, length);
+    if (os::fork_hiding() == os::fork_rule::drop) {
+      const std::size_t page = os::page_size();
+      (void)os::unmap(static_cast<std::byte*>(start) - 2 * page, 2 * page);  // first page, leading guard
+      (void)os::unmap(static_cast<std::byte*>(start) + length, page);        // trailing guard
+    } else {
+      unmap_block(start, length);
+    }
     r = region{};
   }
 

@@ -1,7 +1,7 @@
 // securememory: the "protectedmemory" backend (see the layout in the header).
 //
 // Theory of operation: allocate = mmap + mlock + madvise(DONTDUMP) +
-// madvise(WIPEONFORK); every step that fails undoes the ones before it and
+// madvise(WIPEONFORK) (on Linux; lib/os/ applies what each platform has); every step that fails undoes the ones before it and
 // throws, so a failed allocation holds nothing. release = mprotect(RW) +
 // sodium_memzero + munlock + munmap; it goes on past a failing step so that
 // as much as possible is given back, then throws the first failure. All
@@ -41,8 +41,12 @@ constexpr memory_user user{"a secret", "protectedmemory", 1};
 
 void release_run(void* base, std::size_t length) noexcept { (void)unmap_locked(base, length); }
 
-// In a forked child the run is zero (MADV_WIPEONFORK) and not locked.
-void forget_run(void* base, std::size_t length) noexcept { os::unmap(base, length); }
+// In a forked child the run is zero (MADV_WIPEONFORK) and not locked; on a
+// platform that drops such pages from the child (macOS) nothing of it is
+// mapped here, and the address may hold one of the child's own mappings.
+void forget_run(void* base, std::size_t length) noexcept {
+  if (os::fork_hiding() != os::fork_rule::drop) os::unmap(base, length);
+}
 
 page_cache& cache() {
   static auto* instance = new page_cache("protectedmemory", release_run, forget_run);  // never destroyed
@@ -65,9 +69,9 @@ class protectedmemory final : public backend {
     BackendDescription d;
     d.mappings_per_secret = 1;
     d.provides.locked = true;
-    d.provides.excluded_from_core_dumps = true;
+    d.provides.excluded_from_core_dumps = os::can_exclude_from_core_dumps();  // per platform (lib/os/)
     d.provides.no_access_while_idle = true;
-    d.provides.hidden_from_fork_children = true;
+    d.provides.hidden_from_fork_children = os::fork_hiding() != os::fork_rule::none;
     d.provides.wiped_on_release = true;
     return d;
   }
@@ -105,7 +109,7 @@ class protectedmemory final : public backend {
   }
 
  void release_after_fork(region& r) noexcept override {
-    os::unmap(r.base, r.mapped);  // the child's copy is zero (MADV_WIPEONFORK) and was never locked here
+    forget_run(r.base, r.mapped);  // the child's copy is zero (or not mapped) and was never locked here
     r = region{};
   }
 

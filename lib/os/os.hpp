@@ -7,6 +7,19 @@
 // asks the fault hook whether to fail instead: tests use it to make any call
 // fail with any errno (fmt's posix-mock idea) without touching the kernel.
 // Nothing in this header is exported from the shared library.
+//
+// Files: posix.cpp is what every POSIX system has (mmap, munmap, mprotect,
+// mlock, getrlimit/setrlimit, sysconf, read, close, the hooks). What one
+// platform adds lives in that platform's file: linux.cpp (madvise
+// MADV_DONTDUMP/WIPEONFORK/DONTFORK, memfd_secret, mlock2, /proc, capget,
+// prctl), macos.cpp (minherit VM_INHERIT_NONE), freebsd.cpp (MADV_NOCORE,
+// minherit INHERIT_ZERO/NONE, procctl), posix_only.cpp (nothing more: the
+// posix_only build, and any other POSIX system). A platform that lacks a
+// feature says so through the capability functions below (and its calls
+// fail with ENOSYS), so that each backend's describe() reports what this
+// build on this host really provides. docs/design.md ("Platforms") says
+// which of these files have been run and which are written from the
+// manual pages only.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +27,8 @@
 #include <sys/resource.h>
 
 namespace securememory::detail::os {
+
+// ---- POSIX (posix.cpp) --------------------------------------------------------------
 
 /// The system calls that can be made to fail.
 enum class call : unsigned char {
@@ -29,6 +44,8 @@ enum class call : unsigned char {
   setrlimit,
   prctl,
   read,
+  minherit,  ///< macOS and FreeBSD: the fork rule
+  procctl,   ///< FreeBSD: the tracing control
   count_,
 };
 
@@ -51,25 +68,67 @@ void* map_anonymous(std::size_t length) noexcept;  // PROT_READ|PROT_WRITE, priv
 void* map_reserve(std::size_t length) noexcept;
 int unmap(void* addr, std::size_t length) noexcept;
 int lock(void* addr, std::size_t length) noexcept;
-/// mlock2(addr, length, MLOCK_ONFAULT): charged against RLIMIT_MEMLOCK like
-/// lock(), but no page is faulted in. Shares call::mlock with lock().
-int lock_on_fault(void* addr, std::size_t length) noexcept;
 int unlock(void* addr, std::size_t length) noexcept;
 int protect(void* addr, std::size_t length, int prot) noexcept;
-int advise(void* addr, std::size_t length, int advice) noexcept;
-/// Keeps the pages out of core dumps (MADV_DONTDUMP). Returns like advise().
+
+// ---- what a platform adds to POSIX (linux.cpp, macos.cpp, ...) --------------------
+
+/// The platform file this build uses: "linux", "macos", "freebsd", or
+/// "posix" (the posix_only build, or a POSIX system without a file of its own).
+const char* platform_name() noexcept;
+
+/// True when exclude_from_core_dumps() works in this build (Linux
+/// MADV_DONTDUMP, FreeBSD MADV_NOCORE). Elsewhere a core dump holds every
+/// page: harden_process() (RLIMIT_CORE 0) is the way to keep secrets out.
+bool can_exclude_from_core_dumps() noexcept;
+/// Keeps the pages out of core dumps; -1 with errno (ENOSYS where
+/// can_exclude_from_core_dumps() is false). Fault-injected as call::madvise.
 int exclude_from_core_dumps(void* addr, std::size_t length) noexcept;
-/// A forked child gets these pages zero-filled (MADV_WIPEONFORK; private
-/// anonymous mappings only). Returns like advise().
-int wipe_on_fork(void* addr, std::size_t length) noexcept;
-/// A forked child gets no mapping here at all (MADV_DONTFORK). Returns like
-/// advise().
+/// The call exclude_from_core_dumps() makes and what the host needs for it,
+/// for messages ("madvise(MADV_DONTDUMP)", "Linux 3.4+ is required").
+const char* core_dump_exclusion_call() noexcept;
+const char* core_dump_exclusion_needs() noexcept;
+
+/// What a forked child sees of private anonymous pages that went through
+/// hide_from_fork().
+enum class fork_rule : unsigned char {
+  none,  ///< a copy of every byte: this build cannot hide them
+  wipe,  ///< zero-filled pages at the same address (Linux MADV_WIPEONFORK, FreeBSD INHERIT_ZERO)
+  drop,  ///< nothing mapped there at all (macOS VM_INHERIT_NONE): the child must not unmap it
+};
+/// The rule hide_from_fork() applies in this build.
+fork_rule fork_hiding() noexcept;
+/// Applies fork_hiding() to private anonymous pages; -1 with errno (ENOSYS
+/// where it is none). Fault-injected as call::madvise (Linux) or
+/// call::minherit.
+int hide_from_fork(void* addr, std::size_t length) noexcept;
+/// The call hide_from_fork() makes and what the host needs for it, for messages.
+const char* fork_hiding_call() noexcept;
+const char* fork_hiding_needs() noexcept;
+/// A forked child gets no mapping here at all (Linux MADV_DONTFORK, for
+/// the shared mappings of memfd_secret files); -1 with errno (ENOSYS
+/// elsewhere: only secretmem, Linux only, uses it).
 int drop_on_fork(void* addr, std::size_t length) noexcept;
+
+/// True when lock_on_fault() works in this build (Linux mlock2).
+bool can_lock_on_fault() noexcept;
+/// mlock2(addr, length, MLOCK_ONFAULT): charged against RLIMIT_MEMLOCK like
+/// lock(), but no page is faulted in. Shares call::mlock with lock(); -1
+/// with ENOSYS where can_lock_on_fault() is false.
+int lock_on_fault(void* addr, std::size_t length) noexcept;
+
+/// Asks for transparent huge pages on an anonymous range (Linux
+/// MADV_HUGEPAGE); a hint only: -1 with errno (ENOSYS where there is no such
+/// hint), and plain pages either way. Not fault-injected.
+int prefer_huge_pages(void* addr, std::size_t length) noexcept;
 
 /// memfd_secret(2) (syscall 447, Linux 5.14+): a descriptor for memory that
 /// is removed from the kernel's direct map; -1 with errno on failure (ENOSYS
-/// when the kernel lacks it or it is disabled).
+/// when the kernel lacks it or it is disabled, and on every other platform).
 int memfd_secret(unsigned flags) noexcept;
+
+// ---- POSIX again (posix.cpp) ------------------------------------------------------
+
 /// ftruncate(fd, length); -1 with errno EFBIG when length does not fit off_t.
 int truncate_fd(int fd, std::size_t length) noexcept;
 /// mmap(at, length, PROT_NONE, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0): a
@@ -100,22 +159,44 @@ void set_unmap_observer(unmap_observer observer, void* context) noexcept;
 int get_limit(int resource, rlimit& out) noexcept;
 /// setrlimit(resource, value); 0 or -1 and errno.
 int set_limit(int resource, const rlimit& value) noexcept;
-/// prctl(option, arg2, 0, 0, 0); returns like prctl.
-int process_control(int option, unsigned long arg2) noexcept;
 
 /// getrlimit(RLIMIT_MEMLOCK); false if it failed.
 bool memlock_limit(rlimit& out) noexcept;
-
-/// True when RLIMIT_MEMLOCK cannot be what refused a lock: the process has
-/// CAP_IPC_LOCK in its effective set, or the soft limit is unlimited.
+/// True when RLIMIT_MEMLOCK cannot be what refused a lock: the soft limit
+/// is unlimited, or the process is privileged to lock past it
+/// (lock_privileged()).
 bool memlock_unbounded() noexcept;
-
-/// Mappings of this process now (lines of /proc/self/maps), or -1.
-long mapping_count() noexcept;
-/// vm.max_map_count (/proc/sys/vm/max_map_count), or -1.
-long max_map_count() noexcept;
 
 /// "ENOMEM (Cannot allocate memory)".
 const char* errno_text(int err, char* buf, std::size_t len) noexcept;
+
+// ---- what a platform adds, continued ---------------------------------------------
+
+/// Whether processes of the same user may trace this one: 0 when tracing
+/// (and dumping) is forbidden, else a positive value (Linux: PR_GET_DUMPABLE,
+/// 1 or 2; FreeBSD: 1); -1 with errno (ENOSYS where the platform has no such
+/// control: macOS, posix_only). Fault-injected as call::prctl (Linux) or
+/// call::procctl (FreeBSD).
+int get_traceable() noexcept;
+/// Forbids it (Linux prctl(PR_SET_DUMPABLE, 0), FreeBSD
+/// procctl(PROC_TRACE_CTL_DISABLE)); 0 or -1 with errno (ENOSYS as above).
+int forbid_tracing() noexcept;
+/// The calls get_traceable() and forbid_tracing() make, for messages
+/// ("prctl(PR_GET_DUMPABLE)"), or nullptr where there are none.
+const char* get_traceable_call() noexcept;
+const char* forbid_tracing_call() noexcept;
+
+/// Linux: CAP_IPC_LOCK in the effective set (capget); FreeBSD: root;
+/// elsewhere false (cannot tell).
+bool lock_privileged() noexcept;
+/// What grants that privilege, for messages ("CAP_IPC_LOCK").
+const char* lock_privilege_name() noexcept;
+
+/// Mappings of this process now (Linux: lines of /proc/self/maps), or -1
+/// where this build cannot count them.
+long mapping_count() noexcept;
+/// vm.max_map_count (Linux: /proc/sys/vm/max_map_count), or -1 where there
+/// is no such limit or this build cannot read it.
+long max_map_count() noexcept;
 
 }  // namespace securememory::detail::os

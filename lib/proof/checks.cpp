@@ -15,6 +15,7 @@
 #include "proof/support.hpp"
 
 #include "internal.hpp"
+#include "os/os.hpp"
 
 #include <securememory/error.hpp>
 #include <securememory/metrics.hpp>
@@ -143,6 +144,18 @@ std::string memfd_secret_status() {
   return "no (" + errno_string(err) + ")";
 }
 
+// What this build's lib/os/ provides beyond POSIX (docs/design.md, "Platforms").
+std::string platform_status() {
+  namespace os = detail::os;
+  const auto yes_no = [](bool b) { return b ? "yes" : "no"; };
+  const os::fork_rule fork = os::fork_hiding();
+  return std::string(os::platform_name()) + " (dump exclusion: " + yes_no(os::can_exclude_from_core_dumps()) +
+         ", fork rule: " + (fork == os::fork_rule::wipe ? "wipe" : fork == os::fork_rule::drop ? "drop" : "none") +
+         ", mlock2: " + yes_no(os::can_lock_on_fault()) + ", tracing control: " +
+         yes_no(os::get_traceable_call() != nullptr) + ", map count: " + yes_no(os::max_map_count() >= 0) +
+         ", secretmem built: " + yes_no(SECUREMEMORY_HAVE_SECRETMEM != 0) + ")";
+}
+
 }  // namespace
 
 std::span<const std::size_t> secret_sizes() { return sizes; }
@@ -197,6 +210,7 @@ std::vector<std::pair<std::string, std::string>> host_capabilities() {
                                                                 : "SSE (xmm0-15 scrubbed)";
   return {
       {"kernel", std::string(u.sysname) + " " + u.release + " " + u.machine},
+      {"lib/os/ platform", platform_status()},
       {"RLIMIT_MEMLOCK", "soft " + limit_text(memlock.rlim_cur) + ", hard " + limit_text(memlock.rlim_max)},
       {"CAP_IPC_LOCK", capability_ipc_lock()},
       {"RLIMIT_CORE", "soft " + limit_text(core.rlim_cur) + ", hard " + limit_text(core.rlim_max)},

@@ -209,7 +209,8 @@ std::size_t scratch::locked_bytes() const noexcept {
   return slabs_locked() * page_ + dedicated_bytes_.load(std::memory_order_relaxed);
 }
 
-void scratch::reset_in_child() noexcept {
+void scratch::reset_in_child(bool pages_inherited) noexcept {
+  if (!pages_inherited) base_.store(nullptr, std::memory_order_relaxed);  // not mapped here: reserved again when needed
   for (std::size_t s = 0; s < count_; ++s) slabs_[s].taken.store(0, std::memory_order_relaxed);
   dedicated_bytes_.store(0, std::memory_order_relaxed);  // the parent's dedicated mappings are not locked here
 }

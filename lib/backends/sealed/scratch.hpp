@@ -89,10 +89,12 @@ class scratch {
 
   /// fork(): the mutex is held across the fork; in the child every chunk
   /// is free (the parent's accesses are not the child's; the pages are
-  /// zero there) and every slab must be locked again before use.
+  /// zero there) and every slab must be locked again before use. Without
+  /// pages_inherited (a platform that leaves them out of the child) the
+  /// reservation is forgotten and made anew when first needed.
   void lock_for_fork() noexcept { mutex_.lock(); }
   void unlock_after_fork() noexcept { mutex_.unlock(); }
-  void reset_in_child() noexcept;
+  void reset_in_child(bool pages_inherited) noexcept;
 
   /// The slab count for this machine: 2 per CPU, between 4 and 32.
   static std::size_t default_slab_count() noexcept;

@@ -108,7 +108,7 @@ std::byte* map_slot_block(std::size_t bytes) {
   // Untouched address space: a failed trim only leaves it reserved.
   if (block > raw) (void)os::unmap(raw, static_cast<std::size_t>(block - raw));
   if (block + bytes < raw + bytes + huge) (void)os::unmap(block + bytes, static_cast<std::size_t>(raw + huge - block));
-  (void)os::advise(block, bytes, MADV_HUGEPAGE);  // a hint: plain pages where THP is off
+  (void)os::prefer_huge_pages(block, bytes);  // a hint: plain pages where THP is off
   return block;
 }
 
@@ -157,7 +157,9 @@ void after_fork_parent() noexcept {
 }
 
 void after_fork_child() noexcept {
-  the_scratch().reset_in_child();
+  // Where the platform drops the scratch from the child (macOS) it is
+  // reserved anew when first needed; elsewhere its pages are here, zero.
+  the_scratch().reset_in_child(os::fork_hiding() != os::fork_rule::drop);
   for (sealing_key* k : keys().keys) k->reset_in_child();
   after_fork_parent();
 }
@@ -255,17 +257,24 @@ class sealed final : public backend {
 
   [[nodiscard]] BackendDescription describe() const noexcept override {
     BackendDescription d;
-    d.provides.locked = true;                    // plaintext only in locked scratch, key in a locked region
-    d.provides.excluded_from_core_dumps = true;  // likewise (the ciphertext may be in a dump)
+    d.provides.locked = true;  // plaintext only in locked scratch, key in a locked region
+    // Likewise (the ciphertext may be in a dump), where the platform can
+    // exclude pages (lib/os/): the scratch's, and the key backend's.
+    d.provides.excluded_from_core_dumps = os::can_exclude_from_core_dumps();
     d.provides.encrypted_at_rest = true;
     d.provides.tamper_detected = true;
-    d.provides.hidden_from_fork_children = true;  // the child has neither the plaintext nor the key
+    // The child has neither the plaintext nor the key, where the platform
+    // hides pages from forked children.
+    d.provides.hidden_from_fork_children = os::fork_hiding() != os::fork_rule::none;
     d.provides.wiped_on_release = true;
     d.checks_integrity = true;
     d.locks_per_secret = false;
     if (const std::shared_ptr<Backend> holder = key_.backend_for_description()) {
       d.key_backend = holder->name();
-      d.provides.key_outside_direct_map = holder->describe().provides.outside_direct_map;
+      const Guarantees key = holder->describe().provides;
+      d.provides.key_outside_direct_map = key.outside_direct_map;
+      d.provides.excluded_from_core_dumps = d.provides.excluded_from_core_dumps && key.excluded_from_core_dumps;
+      d.provides.hidden_from_fork_children = d.provides.hidden_from_fork_children && key.hidden_from_fork_children;
     }
     return d;
   }
