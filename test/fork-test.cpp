@@ -174,6 +174,7 @@ SM_TEST("fork while another thread holds a secret's lock: the child's operations
 }
 
 SM_TEST("30 forks while two threads hammer with_bytes: every child is done within a second", "[fork][concurrency]") {
+  SM_SKIP_UNDER_TSAN("fork while other threads run is outside what ThreadSanitizer supports");
   const auto name = any_backend();
   CAPTURE(name);
   auto factory = securememory::make_factory(name);
@@ -234,6 +235,7 @@ struct slow_to_copy {
 }  // namespace
 
 SM_TEST("fork while another thread reports a violation: the child can still set a handler", "[fork][violation]") {
+  SM_SKIP_UNDER_TSAN("fork while other threads run is outside what ThreadSanitizer supports");
   const test::violation_settings_guard restore;
   securememory::set_violation_handler(slow_to_copy{});
   securememory::set_violation_policy(securememory::violation_policy::quarantine);

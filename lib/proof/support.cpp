@@ -251,6 +251,21 @@ piece_set secret_exchange::pieces() const {
   return p;
 }
 
+namespace {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool built_with_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool built_with_sanitizer = true;
+#else
+constexpr bool built_with_sanitizer = false;
+#endif
+#else
+constexpr bool built_with_sanitizer = false;
+#endif
+constexpr std::uintptr_t sanitizer_shadow_bytes = std::uintptr_t{64} << 30U;  // 64 GiB
+}  // namespace
+
 std::size_t pieces_in_process(pid_t pid, const piece_set& pieces, std::size_t* scanned) {
   const std::string proc = "/proc/" + std::to_string(pid);
   const int mem = open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
@@ -284,6 +299,11 @@ std::size_t pieces_in_process(pid_t pid, const piece_set& pieces, std::size_t* s
   std::size_t read_bytes = 0;
   for (const auto& r : ranges) {
     if (r.skip) continue;
+    // A sanitizer build's shadow and metadata: reservations of terabytes
+    // with a few resident pages of the runtime's bookkeeping about
+    // addresses (no copy of data is kept there). Reading them would take
+    // hours; the plain build reads every resident mapping.
+    if (built_with_sanitizer && r.end - r.start > sanitizer_shadow_bytes) continue;
     for (std::uintptr_t at = r.start; at < r.end; at += buf.size()) {
       const std::size_t want = std::min<std::size_t>(buf.size(), r.end - at);
       const ssize_t n = pread(mem, buf.data(), want, static_cast<off_t>(at));
