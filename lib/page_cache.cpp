@@ -27,6 +27,8 @@
 #include "page_cache.hpp"
 
 #include "internal.hpp"
+#include "metrics.hpp"
+#include "os/os.hpp"
 #include "small_mutex.hpp"
 
 #include <securememory/page_cache.hpp>
@@ -260,6 +262,17 @@ void page_cache::after_fork_child() noexcept {
     c->runs_.clear();
     c->bytes_.store(0, std::memory_order_relaxed);
     c->mutex_.unlock();
+  }
+}
+
+void page_cache::report_release_failure(const char* backend, const char* call, int err) noexcept {
+  std::array<char, 128> text{};
+  try {
+    count_failure(counters_for(backend, 0));  // exists: the backend made the run
+    log_warning(std::string(backend) + ": giving back a cached, wiped page run failed: " + call + ": " +
+                os::errno_text(err, text.data(), text.size()) +
+                " (its pages stay mapped, and locked if munlock failed; nothing of a secret is on them)");
+  } catch (...) {  // std::bad_alloc: the count and the line are best effort here
   }
 }
 

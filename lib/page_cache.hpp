@@ -27,6 +27,12 @@ class page_cache {
   /// handler (single-threaded).
   using forget_fn = void (*)(void* base, std::size_t length) noexcept;
 
+  /// For a release hook: a call that failed while a cached run was given
+  /// back (no caller to throw to: the close that caused the eviction cached
+  /// its own secret fine). Logs a warning naming the call and errno, and
+  /// counts a failure for `backend` in the metrics.
+  static void report_release_failure(const char* backend, const char* call, int err) noexcept;
+
   struct run {
     void* base = nullptr;
     std::size_t length = 0;

@@ -321,3 +321,41 @@ SM_TEST("set_page_cache_limit(0) racing with releases: nothing stays cached once
   }
   CHECK(left_cached == 0);  // 2-11 of 5,000 rounds before the fix, by the review's count
 }
+
+SM_TEST("a cached run that cannot be given back at eviction is logged and counted as a failure", "[page-cache][faults]") {
+  // The close that evicts another secret's cached run has nothing to throw:
+  // its own secret was cached fine. The failure must still be seen.
+  const std::string name = GENERATE("protectedmemory", "secretmem");
+  CAPTURE(name);
+  if (!securememory::backend_available(name)) {
+    WARN("skipped: backend " << name << " is not available on this host");
+    return;
+  }
+  const fresh_cache cache(page);  // room for one run
+  auto factory = securememory::make_factory(name);
+  auto keep = factory.create_random(32);  // secretmem: keeps the arena mapped
+  auto first = factory.create_random(32);
+  auto second = factory.create_random(32);
+  first.close();  // cached
+  REQUIRE(securememory::metrics().cached_bytes == page);
+  std::vector<std::string> warnings;
+  const auto previous = securememory::set_log_sink([&warnings](securememory::LogLevel level, std::string_view message) {
+    if (level >= securememory::LogLevel::warn) warnings.emplace_back(message);
+  });
+  const auto failures_before = securememory::metrics().failures;
+  {
+    // protectedmemory gives the evicted run back with munlock + munmap;
+    // secretmem makes the slot no-access before it returns to its arena
+    // (after the close's own mprotect, for the wipe).
+    const bool pm = name == "protectedmemory";
+    test::fault_injector fault(pm ? call::munmap : call::mprotect, EINVAL, pm ? 0 : 1);
+    second.close();  // caches its page, evicting the first run
+    CHECK(fault.injected() == 1);
+  }
+  securememory::set_log_sink(previous);
+  CHECK(second.is_closed());
+  CHECK(securememory::metrics().failures == failures_before + 1);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].find(name) != std::string::npos);
+  CHECK(warnings[0].find("EINVAL") != std::string::npos);
+}

@@ -39,7 +39,11 @@ namespace {
 
 constexpr memory_user user{"a secret", "protectedmemory", 1};
 
-void release_run(void* base, std::size_t length) noexcept { (void)unmap_locked(base, length); }
+void release_run(void* base, std::size_t length) noexcept {
+  const unmap_errors e = unmap_locked(base, length);
+  if (e.unlock != 0) page_cache::report_release_failure("protectedmemory", "munlock", e.unlock);
+  if (e.unmap != 0) page_cache::report_release_failure("protectedmemory", "munmap", e.unmap);
+}
 
 // In a forked child the run is zero (MADV_WIPEONFORK) and not locked; on a
 // platform that drops such pages from the child (macOS) nothing of it is

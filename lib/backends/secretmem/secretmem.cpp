@@ -248,7 +248,9 @@ class secretmem final : public backend {
     if (a == nullptr) return;  // cannot happen: a cached slot keeps its arena
     const std::size_t page = os::page_size();
     const bool sealed = os::protect(data, length, PROT_NONE) == 0;
-    (void)arenas_.give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, sealed, true);
+    if (!sealed) page_cache::report_release_failure("secretmem", "mprotect(PROT_NONE)", errno);
+    const int err = arenas_.give_back(a, static_cast<std::size_t>(data - a->base) / page, length / page, sealed, true);
+    if (err != 0) page_cache::report_release_failure("secretmem", "munmap", err);
   }
 
  private:
