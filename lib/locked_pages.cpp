@@ -51,6 +51,7 @@ std::string map_count_text(const map_count& m, const memory_user& who) {
       m.count, m.max, who.backend, who.mappings_per_secret, who.mappings_per_secret == 1 ? "" : "s");
 }
 
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
 [[noreturn]] void throw_lock_failed(int err, std::size_t length, const memory_user& who) {
   const std::string what = fmt::format("cannot lock {} bytes for {}", length, who.what);
   if (err == ENOMEM) {

@@ -71,6 +71,7 @@ std::size_t purge_all() noexcept {
       bool more = false;
     } c;
     state_pool::for_each_in_use(
+        // NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
         [](void* block, void* context) noexcept {
           auto& col = *static_cast<collected*>(context);
           auto* s = static_cast<secret_state*>(block);

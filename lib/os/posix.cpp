@@ -8,6 +8,7 @@
 #include "os/os.hpp"
 #include "os/platform.hpp"
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -191,15 +192,14 @@ bool memlock_unbounded() noexcept {
 
 const char* errno_text(int err, char* buf, std::size_t len) noexcept {
   const char* name = platform::errno_name(err);
-  char number[24];
+  std::array<char, 24> number{};
   if (name == nullptr) {
-    (void)std::snprintf(number, sizeof number, "errno %d", err);
-    name = number;
+    (void)std::snprintf(number.data(), number.size(), "errno %d", err);
+    name = number.data();
   }
-  char desc_buf[128];
-  desc_buf[0] = '\0';
+  std::array<char, 128> desc_buf{};
   const char* desc = platform::errno_description(err);
-  if (desc == nullptr) desc = error_description(::strerror_r(err, desc_buf, sizeof desc_buf), desc_buf);
+  if (desc == nullptr) desc = error_description(::strerror_r(err, desc_buf.data(), desc_buf.size()), desc_buf.data());
   (void)std::snprintf(buf, len, "%s (%s)", name, desc != nullptr && *desc != '\0' ? desc : "unknown error");
   return buf;
 }

@@ -263,7 +263,7 @@ constexpr bool built_with_sanitizer = false;
 #else
 constexpr bool built_with_sanitizer = false;
 #endif
-constexpr std::uintptr_t sanitizer_shadow_bytes = std::uintptr_t{64} << 30U;  // 64 GiB
+constexpr std::uintptr_t sanitizer_shadow_bytes = std::uintptr_t{1} << 30U;  // 1 GiB
 }  // namespace
 
 std::size_t pieces_in_process(pid_t pid, const piece_set& pieces, std::size_t* scanned) {

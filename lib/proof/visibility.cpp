@@ -27,6 +27,7 @@ namespace {
 
 // What root reads of `size` bytes at `address` in process `pid`:
 // `readable` when the read succeeded and matched `expected`.
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
 std::string read_as_root(pid_t pid, std::uintptr_t address, std::span<const std::byte> expected, bool& readable) {
   readable = false;
   const int fd = open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);

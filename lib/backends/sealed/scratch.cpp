@@ -56,6 +56,7 @@ std::uint64_t run_mask(unsigned k) noexcept { return k >= 64 ? ~std::uint64_t{0}
 
 }  // namespace
 
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
 scratch::scratch(const scratch_memory& memory, std::size_t page, std::size_t slabs)
     : memory_(memory),
       page_(page),
@@ -74,6 +75,7 @@ std::byte* scratch::chunk_of(std::size_t s, unsigned first) const noexcept {
   return base_.load(std::memory_order_acquire) + s * page_ + std::size_t{first} * chunk_;
 }
 
+// NOLINTNEXTLINE(bugprone-easily-swappable-parameters)
 std::byte* scratch::try_take(std::size_t s, unsigned k) noexcept {
   std::atomic<std::uint64_t>& word = slabs_[s].taken;
   const std::uint64_t mask = run_mask(k);
