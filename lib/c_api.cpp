@@ -14,8 +14,9 @@
 // may describe the secret, is never copied. Strings handed out as "static"
 // (backend names, error messages) are interned once in a set that is never
 // destroyed, so their pointers stay valid for the life of the process.
-#include <securememory/securememory.h>
+#include "c_api.hpp"
 
+#include <securememory/securememory.h>
 #include <securememory/error.hpp>
 #include <securememory/log.hpp>
 #include <securememory/metrics.hpp>
@@ -23,7 +24,6 @@
 #include <securememory/registry.hpp>
 #include <securememory/secret.hpp>
 #include <securememory/violation.hpp>
-
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -35,14 +35,6 @@
 #include <set>
 #include <string>
 #include <string_view>
-
-struct securememory_factory {
-  securememory::SecretFactory factory;
-};
-
-struct securememory_secret {
-  securememory::Secret secret;
-};
 
 namespace {
 
@@ -76,13 +68,17 @@ static_assert(SECUREMEMORY_LOG_TRACE == static_cast<int>(securememory::LogLevel:
 static_assert(SECUREMEMORY_LOG_WARN == static_cast<int>(securememory::LogLevel::warn));
 static_assert(SECUREMEMORY_LOG_OFF == static_cast<int>(securememory::LogLevel::off));
 
+}  // namespace
+
+namespace securememory::detail::c_api {
+
 // ---- the per-thread detail message ------------------------------------------
 
 // Fixed size and trivially destructible: writing it never allocates, and it
 // needs no destructor at thread exit. Longer details are cut.
 thread_local std::array<char, 512> last_error{};
 
-void remember(std::string_view function, std::string_view detail, std::string_view more = {}) noexcept {
+void remember(std::string_view function, std::string_view detail, std::string_view more) noexcept {
   std::size_t at = 0;
   for (const std::string_view part : {function, std::string_view(": "), detail, more}) {
     const std::size_t n = std::min(part.size(), last_error.size() - 1 - at);
@@ -93,57 +89,7 @@ void remember(std::string_view function, std::string_view detail, std::string_vi
   last_error[at] = '\0';
 }
 
-// A user callback failed (fill returned non-zero, or a C++ callback threw).
-struct callback_failed {
-  const char* detail;
-  int returned = 0;  // fill's non-zero return value (0: the callback threw)
-};
-
-// Runs body(), returning its code; every exception becomes a code.
-template <class F>
-int guarded(const char* function, F&& body) {
-  try {
-    return body();
-  } catch (const securememory::error& e) {
-    remember(function, e.what());
-    return e.code().value();
-  } catch (const callback_failed& e) {
-    std::array<char, 16> number{};
-    if (e.returned != 0) *std::to_chars(number.data(), number.data() + number.size() - 1, e.returned).ptr = '\0';
-    remember(function, e.detail, number.data());
-    return SECUREMEMORY_E_CALLBACK_FAILED;
-  } catch (const std::bad_alloc&) {
-    remember(function, "out of memory (the heap refused an allocation); free memory and try again");
-    return SECUREMEMORY_E_OUT_OF_MEMORY;
-  } catch (const abi::__forced_unwind&) {
-    throw;  // thread cancellation must unwind on
-  } catch (const std::exception& e) {
-    remember(function, "unexpected exception (a user backend's or sink's bug?): ", e.what());
-    return SECUREMEMORY_E_UNEXPECTED;
-  } catch (...) {
-    remember(function, "unexpected exception of unknown type (a user backend's or sink's bug?)");
-    return SECUREMEMORY_E_UNEXPECTED;
-  }
-}
-
-int invalid_argument(const char* function, std::string_view what) {
-  remember(function, what);
-  return SECUREMEMORY_E_INVALID_ARGUMENT;
-}
-
-// Calls a C callback from C++; a C++ exception from it (a C++ caller's
-// callback) becomes callback_failed, whose text never carries the
-// exception's own (it may describe the secret).
-template <class F>
-int call_back(F&& fn) {
-  try {
-    return fn();
-  } catch (const abi::__forced_unwind&) {
-    throw;
-  } catch (...) {
-    throw callback_failed{"the callback threw a C++ exception (its text is not copied: it may describe the secret)"};
-  }
-}
+const char* last_error_message() noexcept { return last_error.data(); }
 
 // ---- strings with process lifetime ----------------------------------------
 
@@ -156,7 +102,9 @@ const char* intern(std::string_view text) {
   return it->c_str();
 }
 
-}  // namespace
+}  // namespace securememory::detail::c_api
+
+using namespace securememory::detail::c_api;  // NOLINT(google-build-using-namespace): this file implements it
 
 // ---- errors ---------------------------------------------------------------------
 
@@ -176,7 +124,7 @@ const char* securememory_error_message(int code) {
   }
 }
 
-const char* securememory_last_error_message(void) { return last_error.data(); }
+const char* securememory_last_error_message(void) { return last_error_message(); }
 
 // ---- factories and secrets --------------------------------------------------
 
@@ -313,106 +261,3 @@ int securememory_secret_verify(securememory_secret* s) {
     return 0;
   });
 }
-
-// ---- backends -----------------------------------------------------------------
-
-size_t securememory_backend_count(void) {
-  std::size_t count = 0;
-  guarded("securememory_backend_count", [&] {
-    count = securememory::backend_names().size();
-    return 0;
-  });
-  return count;
-}
-
-const char* securememory_backend_name(size_t index) {
-  const char* name = nullptr;
-  guarded("securememory_backend_name", [&] {
-    const auto names = securememory::backend_names();
-    if (index < names.size()) name = intern(names[index]);
-    return 0;
-  });
-  return name;
-}
-
-int securememory_backend_available(const char* name) {
-  if (name == nullptr) return 0;
-  bool available = false;
-  guarded("securememory_backend_available", [&] {
-    available = securememory::backend_available(name);
-    return 0;
-  });
-  return available ? 1 : 0;
-}
-
-// ---- violations ---------------------------------------------------------------
-
-int securememory_set_violation_handler(securememory_violation_fn fn, void* context) {
-  return guarded("securememory_set_violation_handler", [&] {
-    securememory::ViolationHandler handler;
-    if (fn != nullptr) {
-      handler = [fn, context](const securememory::Violation& v) {
-        const std::string backend(v.backend);  // NUL-terminated for C
-        const securememory_violation c{backend.c_str(), v.size, static_cast<int>(v.check), static_cast<int>(v.kind)};
-        fn(&c, context);
-      };
-    }
-    securememory::set_violation_handler(std::move(handler));
-    return 0;
-  });
-}
-
-int securememory_set_violation_policy(int policy, int* previous) {
-  if (policy != SECUREMEMORY_POLICY_ABORT && policy != SECUREMEMORY_POLICY_QUARANTINE) {
-    return invalid_argument("securememory_set_violation_policy",
-                            "not a policy; pass SECUREMEMORY_POLICY_ABORT or SECUREMEMORY_POLICY_QUARANTINE");
-  }
-  const auto old = securememory::set_violation_policy(static_cast<securememory::ViolationPolicy>(policy));
-  if (previous != nullptr) *previous = static_cast<int>(old);
-  return 0;
-}
-
-// ---- counters and the page cache --------------------------------------------
-
-int securememory_get_metrics(securememory_metrics* out, size_t size) {
-  if (out == nullptr || size == 0) {
-    return invalid_argument("securememory_get_metrics", "pass a securememory_metrics and sizeof(securememory_metrics)");
-  }
-  const securememory::metrics_snapshot m = securememory::metrics();
-  const securememory_metrics all{m.allocated,  m.in_use,       m.locked_bytes,         m.failures,
-                                 m.violations, m.cached_bytes, m.internal_locked_bytes};
-  static_assert(sizeof all == sizeof m, "securememory_metrics lacks a field of metrics_snapshot");
-  std::memcpy(out, &all, std::min(size, sizeof all));
-  return 0;
-}
-
-size_t securememory_page_cache_limit(void) { return securememory::page_cache_limit(); }
-
-size_t securememory_set_page_cache_limit(size_t bytes) { return securememory::set_page_cache_limit(bytes); }
-
-// ---- logging --------------------------------------------------------------------
-
-int securememory_set_log_sink(securememory_log_fn fn, void* context) {
-  return guarded("securememory_set_log_sink", [&] {
-    securememory::LogSink sink;
-    if (fn != nullptr) {
-      sink = [fn, context](securememory::LogLevel level, std::string_view message) {
-        const std::string text(message);  // NUL-terminated for C
-        fn(static_cast<int>(level), text.c_str(), text.size(), context);
-      };
-    }
-    securememory::set_log_sink(std::move(sink));
-    return 0;
-  });
-}
-
-int securememory_set_log_level(int level, int* previous) {
-  if (level < SECUREMEMORY_LOG_TRACE || level > SECUREMEMORY_LOG_OFF) {
-    return invalid_argument("securememory_set_log_level", "not a level; pass SECUREMEMORY_LOG_TRACE ... SECUREMEMORY_LOG_OFF");
-  }
-  const auto old = securememory::set_log_level(static_cast<securememory::LogLevel>(level));
-  if (previous != nullptr) *previous = static_cast<int>(old);
-  return 0;
-}
-
-int securememory_get_log_level(void) { return static_cast<int>(securememory::get_log_level()); }
