@@ -4,8 +4,8 @@
 Usage: run.py corpus  HARNESS CORPUS_DIR WORK_DIR
        run.py session HARNESS CORPUS_DIR WORK_DIR
 
-Both run the harness once per target: each backend alone, then all of them
-in one process ("all": secrets of different backends inside each other's
+Both run the harness once per target: each backend the library registers
+(the harness lists backend_names()) alone, then all of them in one process ("all": secrets of different backends inside each other's
 callbacks, sealed's key in a secretmem arena next to secretmem secrets).
 $SECUREMEMORY_FUZZ_BACKENDS (comma-separated) replaces the list of single
 backends; a backend that is not available on this host is reported as
@@ -29,14 +29,20 @@ import subprocess
 import sys
 import time
 
-BACKENDS = ["protectedmemory", "memguard", "secretmem", "sealed"]
 SKIPPED = 77  # the harness's exit status when none of its backends is available
 SKIP_MESSAGE = "none of the requested backends is available on this host"
 
 
-def targets(env):
+def registered(harness, env):
+    """The backends the library registers, as the harness lists them (backend_names())."""
+    out = subprocess.run([harness], env=dict(env, SECUREMEMORY_FUZZ_LIST_BACKENDS="1"), stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, check=True, timeout=120).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def targets(env, harness):
     chosen = env.get("SECUREMEMORY_FUZZ_BACKENDS", "")
-    singles = [b for b in chosen.split(",") if b] if chosen else list(BACKENDS)
+    singles = [b for b in chosen.split(",") if b] if chosen else registered(harness, env)
     result = [(b, b) for b in singles]
     if len(singles) > 1:
         result.append(("all", ",".join(singles)))
@@ -113,7 +119,7 @@ def main():
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
     env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
     os.makedirs(os.path.join(work, "fuzz-artifacts"), exist_ok=True)
-    todo = targets(env)
+    todo = targets(env, harness)
     # The corpus runs take about a second each: one at a time. Sessions run
     # as many at once as there are cores (each fuzzer is one thread), each
     # for an even share of the wall-time budget.

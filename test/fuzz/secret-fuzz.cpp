@@ -1854,6 +1854,12 @@ class run {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  // run.py asks which backends the library registers (one target each).
+  if (std::getenv("SECUREMEMORY_FUZZ_LIST_BACKENDS") != nullptr) {
+    for (const auto& name : securememory::backend_names()) std::printf("%s\n", std::string(name).c_str());
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
   securememory::set_log_sink(checking_sink);
   backends = new std::vector<backend_entry>();  // lives for the process
   // SECUREMEMORY_FUZZ_BACKENDS="a,b" limits the run to those backends.
