@@ -1,4 +1,4 @@
-// The real workload (issue 16): envelope encryption of 1 KiB records as
+// The real workload: envelope encryption of 1 KiB records as
 // Asherah's appencryption does it (examples/envelope.hpp), with the keys in
 // a backend, next to the same crypto with the keys in ordinary memory.
 //

@@ -12,13 +12,13 @@ median of each benchmark, and prints:
   - a table: each benchmark's median time per operation, its throughput,
     its ratio to its raw system-call floor (time / floor time; < 1 is
     faster than the floor) and to each peer (OpenSSL secure heap, Botan);
-  - the issue-6 targets with the measured ratio and whether it is met;
+  - the page backends' targets with the measured ratio and whether it is met;
   - the baselines and peers on their own.
 It reports the envelope workload (envelope/<backend>/encrypt|decrypt and
 baseline/envelope/..., bench/envelope-bench.cpp) on its own: time and CPU
 time per record, each backend's ratio to the baseline (the same crypto with
 the keys in ordinary memory), throughput at N threads over one thread, and
-issue 17's targets for sealed. The backends are those the benchmark binary
+sealed's speed targets. The backends are those the benchmark binary
 lists from backend_names() (its JSON context), so a backend that is not
 available on this host is named as such.
 
@@ -48,22 +48,22 @@ import subprocess
 import sys
 
 PEERS = ["openssl", "botan"]
-# Targets from issue 6: (what, limit, "max" or "min").
+# The page backends' targets: (what, limit, "max" or "min").
 CREATE_TARGET = {"memguard": 1.10, "protectedmemory": 0.5, "secretmem": 0.5}
 WITH_BYTES_TARGET = 1.10
 SHARED_TARGET = 1.5
 # A backend that makes no system call per access or, once warm, per
 # creation has no raw floor; its rows are compared with this backend's same
-# benchmark instead (column "vs <REFERENCE>"), and issue 8's targets apply.
+# benchmark instead (column "vs <REFERENCE>"), and sealed's targets apply.
 REFERENCE = "protectedmemory"
-SEALED_WITH_BYTES_TARGET = 0.25  # issue 8: sealed's with_bytes time <= 0.25x protectedmemory's
-SEALED_DISTINCT_TARGET = 1.6  # issue 8: 2 threads on distinct secrets >= 1.6x one thread's throughput
-# The envelope workload (issue 16): benchmark names, and issue 17's targets for sealed.
+SEALED_WITH_BYTES_TARGET = 0.25  # sealed's with_bytes time <= 0.25x protectedmemory's
+SEALED_DISTINCT_TARGET = 1.6  # 2 threads on distinct secrets >= 1.6x one thread's throughput
+# The envelope workload: benchmark names, and sealed's targets on it.
 ENVELOPE_PREFIXES = ("envelope/", "baseline/envelope/")
 ENVELOPE_OPS = ("encrypt", "decrypt")
-SEALED_ENVELOPE_RATIO = 1.4  # issue 17: sealed encrypt and decrypt each <= 1.4x the baseline's time
-SEALED_ENVELOPE_SCALING = {2: 1.9, 4: 3.0}  # issue 17: N threads' throughput >= this x one thread's
-# Issue 17 (sealed at the speed of its cipher); its envelope targets are in the envelope report.
+SEALED_ENVELOPE_RATIO = 1.4  # sealed encrypt and decrypt each <= 1.4x the baseline's time
+SEALED_ENVELOPE_SCALING = {2: 1.9, 4: 3.0}  # N threads' throughput >= this x one thread's
+# sealed at the speed of its cipher; its envelope targets are in the envelope report.
 SEALED17_WITH_BYTES = 0.10  # sealed's with_bytes time <= 0.10x protectedmemory's
 SEALED17_LIVE = 1.3  # with_bytes on a random one of 1,000,000 live secrets <= 1.3x its time with 1,000
 SEALED17_CREATE_RANDOM_NS = 500.0  # create_random(32) + close() <= 0.5 us
@@ -215,7 +215,7 @@ def report(medians, context, repetitions):
         ips = medians[(name, threads)]
         out(f"| {name} | {threads} | {fmt_ns(ns(ips))} | {ips:,.0f} |")
     out("")
-    out("Targets (issue 6):")
+    out("Targets (page backends):")
     out("")
     out("| target | measured | met |")
     out("|---|---|---|")
@@ -228,7 +228,7 @@ def report(medians, context, repetitions):
                 f"{'yes' if r <= WITH_BYTES_TARGET else 'NO'} |")
         elif b == "sealed" and (f"with_bytes/{REFERENCE}", 1) in medians and key in medians:
             r = medians[(f"with_bytes/{REFERENCE}", 1)] / medians[key]
-            out(f"| with_bytes, 1 thread, {b} (no system call, no floor; issue 8): <= "
+            out(f"| with_bytes, 1 thread, {b} (no system call, no floor): <= "
                 f"{SEALED_WITH_BYTES_TARGET:.2f}x {REFERENCE}'s | {r:.2f}x | "
                 f"{'yes' if r <= SEALED_WITH_BYTES_TARGET else 'NO'} |")
         else:
@@ -256,16 +256,16 @@ def report(medians, context, repetitions):
                 f"{'yes' if r <= 1.10 else 'NO'} |")
         elif b == "sealed" and lib2 in medians and (lib2[0], 1) in medians:
             r = medians[lib2] / medians[(lib2[0], 1)]
-            out(f"| distinct secrets, 2 threads, {b} (issue 8): >= {SEALED_DISTINCT_TARGET:.1f}x one thread | "
+            out(f"| distinct secrets, 2 threads, {b}: >= {SEALED_DISTINCT_TARGET:.1f}x one thread | "
                 f"{r:.2f}x | {'yes' if r >= SEALED_DISTINCT_TARGET else 'NO'} |")
-    issue17 = sealed_speed_targets(medians)
-    if issue17:
+    speed = sealed_speed_targets(medians)
+    if speed:
         out("")
-        out("Targets (issue 17, sealed; the envelope workload's are reported with it):")
+        out("Targets (sealed at the speed of its cipher; the envelope workload's are reported with it):")
         out("")
         out("| target | measured | met |")
         out("|---|---|---|")
-        lines.extend(issue17)
+        lines.extend(speed)
     return "\n".join(lines)
 
 
@@ -342,7 +342,7 @@ def envelope_report(medians, cpu_ns, context, repetitions):
         out(f"| {label} | " + " | ".join(cells) + " |")
     out("")
     if ("envelope/sealed/encrypt", 1) in medians:
-        out("Targets for sealed (issue 17; 4 threads on a 2-CPU machine cannot reach 3x):")
+        out("Targets for sealed (4 threads on a 2-CPU machine cannot reach 3x):")
         out("")
         out("| target | measured | met |")
         out("|---|---|---|")
@@ -366,7 +366,7 @@ PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:
 def pyplot(path):
     """matplotlib.pyplot drawing to files, or None (said on stderr) when matplotlib is missing."""
 def sealed_speed_targets(medians):
-    """Issue 17's table rows for sealed, from this run's medians (time per op = 1 / items per second)."""
+    """sealed's speed targets as table rows, from this run's medians (time per op = 1 / items per second)."""
     rows = []
     sealed, ref = ("with_bytes/sealed", 1), (f"with_bytes/{REFERENCE}", 1)
     if sealed in medians and ref in medians:

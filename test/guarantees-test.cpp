@@ -140,7 +140,7 @@ TEST_CASE("every guarantee has a check, and every check but the round trip prove
 }
 
 SM_TEST("no copy in the saved registers either, once the library's calls return", "[proof][core]") {
-  // The core-dump check fails on memory hits only (the issue's criterion);
+  // The core-dump check fails on memory hits only (the criterion of the proof);
   // the register scrub (lib/scrub.cpp) also empties the saved registers of
   // the states where no access is in progress. Asserted here.
   const std::string backend = GENERATE(from_range(securememory::backend_names()));

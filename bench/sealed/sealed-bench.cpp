@@ -1,10 +1,10 @@
-// The sealed backend's targets (issue 8), measured in one run against every
+// The sealed backend's targets, measured in one run against every
 // registered backend:
 //   with_bytes/<backend>            one thread, one 32-byte secret
 //   with_bytes_distinct/<backend>   1 and 2 threads, each its own secret
 //   create_close/<backend>          a 32-byte secret made and closed
-// After the runs it prints the ratios the issue asks for: sealed's
-// with_bytes time over protectedmemory's (issue 8: <= 0.25; issue 17: <= 0.10) and sealed's
+// After the runs it prints the ratios of its targets: sealed's
+// with_bytes time over protectedmemory's (target <= 0.10) and sealed's
 // 2-thread over 1-thread throughput on distinct secrets (target >= 1.6),
 // and the memory each backend costs per live 32-byte secret (resident set
 // growth over 10,000 secrets, and over 100,000 for sealed; target <= 128
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
   // CPU time (user + system, so protectedmemory's mprotect calls count)
   // is robust against other load on the machine; wall time is not.
   if (sealed.cpu_ns > 0 && pm.cpu_ns > 0) {
-    std::printf("sealed with_bytes / protectedmemory with_bytes (CPU time): %.3f (issue 8: <= 0.25; issue 17: <= 0.10)\n",
+    std::printf("sealed with_bytes / protectedmemory with_bytes (CPU time): %.3f (target <= 0.10)\n",
                 sealed.cpu_ns / pm.cpu_ns);
   }
   if (one.items_per_second > 0 && two.items_per_second > 0) {

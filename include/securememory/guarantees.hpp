@@ -94,7 +94,7 @@ SECUREMEMORY_API void set(Guarantees& g, Guarantee which, bool value = true) noe
 /// Throws error(invalid_argument) naming an unknown field and the known ones.
 [[nodiscard]] SECUREMEMORY_API Guarantees parse_guarantees(std::string_view names);
 
-/// The names of earlier versions (lower case, as in the issue that asked
+/// The names of earlier versions (lower case, as in the request that asked
 /// for them), kept so that code written against them still compiles.
 using guarantees = Guarantees;
 using guarantee = Guarantee;

@@ -145,7 +145,7 @@ for b in range(4):  # backend index (modulo the number available)
         step(CACHE, 0),
     ])
     # A one-page cache: the second close evicts the first run, whose munmap
-    # fails (issue 12, found by the harness: the eviction drops it).
+    # fails (found by the harness: the eviction dropped it; now logged and counted).
     seeds[f"evict-b{b}"] = b"".join([
         step(CACHE, 1),
         step(CREATE, b, 0, *size_small(20), 1), step(CREATE, b, 1, *size_small(21), 2),
