@@ -17,12 +17,12 @@ struct MetricsSnapshot {
   std::uint64_t locked_bytes = 0;  ///< Bytes of locked memory the live secrets hold (page cache not included).
   std::uint64_t failures = 0;      ///< Failed allocations, protections and releases.
   std::uint64_t violations = 0;    ///< Integrity violations found (canaries, authentication).
-  /// Bytes of locked, wiped, no-access pages kept by the page cache for
+  /// Bytes of locked, wiped (read-write) pages kept by the page cache for
   /// reuse (see page_cache.hpp).
   std::uint64_t cached_bytes = 0;
   /// Bytes of locked memory the library holds for its own use: the sealed
-  /// backend's key and plaintext scratch, and secretmem arena pages that no
-  /// secret uses. The library's locked memory in total, what counts against
+  /// backend's key and plaintext scratch, secretmem arena pages that no
+  /// secret uses, and the random generator's page. The library's locked memory in total, what counts against
   /// RLIMIT_MEMLOCK (and the kernel's VmLck for this process, when nothing
   /// else in it locks memory), is locked_bytes + cached_bytes +
   /// internal_locked_bytes.

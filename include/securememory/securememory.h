@@ -113,7 +113,8 @@ SECUREMEMORY_C_API const char* securememory_factory_backend(const securememory_f
 SECUREMEMORY_C_API int securememory_secret_create(securememory_factory* f, void* bytes, size_t size,
                                                   securememory_secret** out);
 
-/* A secret of size bytes from libsodium's CSPRNG, written directly into
+/* A secret of size bytes from the library's CSPRNG (ChaCha20, seeded from the
+ * kernel), written directly into
  * protected memory. Returns like securememory_secret_create. */
 SECUREMEMORY_C_API int securememory_secret_create_random(securememory_factory* f, size_t size,
                                                          securememory_secret** out);
@@ -240,9 +241,10 @@ typedef struct securememory_metrics {
   uint64_t locked_bytes; /* locked bytes the live secrets hold */
   uint64_t failures;     /* failed allocations, protections and releases */
   uint64_t violations;   /* integrity violations found */
-  uint64_t cached_bytes; /* locked, wiped, no-access bytes kept by the page cache */
+  uint64_t cached_bytes; /* locked, wiped bytes kept by the page cache */
   uint64_t internal_locked_bytes; /* locked bytes the library holds for itself (sealed's key and
-                                   * scratch, unused secretmem arena pages); the three together are
+                                   * scratch, unused secretmem arena pages, the
+                                   * random generator's page); the three together are
                                    * what counts against RLIMIT_MEMLOCK */
 } securememory_metrics;
 
