@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <thread>
 #include <type_traits>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <vector>
 
@@ -130,4 +131,26 @@ SM_TEST("a callback runs with no library lock held: other threads create, read a
     });
     CHECK(others_done);
   }
+}
+
+SM_TEST("a null violation handler restores the default, which logs the violation (never the bytes)", "[promise][violation]") {
+  const test::violation_settings_guard restore;
+  (void)securememory::set_violation_handler([](const securememory::Violation&) {});
+  (void)securememory::set_violation_handler(nullptr);  // back to the default
+  securememory::set_violation_policy(securememory::violation_policy::quarantine);
+  std::vector<std::pair<securememory::LogLevel, std::string>> lines;
+  const auto previous = securememory::set_log_sink([&lines](securememory::LogLevel level, std::string_view message) {
+    lines.emplace_back(level, std::string(message));
+  });
+  auto secret = securememory::make_factory("memguard").create_random(16);
+  auto* data = const_cast<std::byte*>(test::address_of(secret));
+  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
+  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
+  data[-1] ^= std::byte{1};  // the canary's last byte
+  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
+  CHECK(test::error_of([&] { secret.verify(); }) == securememory::errc::integrity_violation);
+  securememory::set_log_sink(previous);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].first == securememory::LogLevel::critical);
+  CHECK(lines[0].second.find("memguard") != std::string::npos);
 }
