@@ -13,8 +13,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <limits>
-#include <sys/mman.h>
 
 namespace securememory {
 namespace {
@@ -145,25 +143,6 @@ std::string quoted(std::string_view name) {
   }
   out += name.size() > shown ? "...\"" : "\"";
   return out;
-}
-
-std::size_t round_to_pages(std::size_t size, std::size_t extra) {
-  const std::size_t page = os::page_size();
-  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
-  if (size == 0) throw error(errc::invalid_size, "secret size must be at least 1 byte");
-  if (size > max - extra || size + extra > max - (page - 1)) {
-    throw error(errc::invalid_size,
-                fmt::format("secret size {} is too large: rounding it to whole pages overflows", size));
-  }
-  return (size + extra + page - 1) / page * page;
-}
-
-void protect_pages(void* addr, std::size_t length, region& r, access a) {
-  if (os::protect(addr, length, page_protection(a)) != 0) {
-    const int err = errno;
-    throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
-  }
-  r.current = a;
 }
 
 }  // namespace detail

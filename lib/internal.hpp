@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <sys/mman.h>
 
 #include <spdlog/fmt/fmt.h>
 
@@ -54,25 +53,6 @@ void set_error_code(std::error_code& ec, const std::exception& e) noexcept;
 
 /// Throws error(e) with "<what>: <call> failed: ENOMEM (...). <hint>".
 [[noreturn]] void throw_os_error(errc e, const char* what, const char* call, int err, const std::string& hint = {});
-
-/// Rounds size up to whole pages, after adding `extra` bytes. Throws
-/// error(invalid_size) for size 0 or when the arithmetic would overflow.
-std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
-
-/// The mprotect flags for an access level (shared by the page-based backends).
-constexpr int page_protection(access a) noexcept {
-  switch (a) {
-    case access::none: return PROT_NONE;
-    case access::read: return PROT_READ;
-    case access::read_write: return PROT_READ | PROT_WRITE;
-  }
-  return PROT_NONE;
-}
-
-/// mprotect(addr, length, page_protection(a)) through lib/os/, recording
-/// it in r.current; throws error(protection_failed) naming mprotect and
-/// its errno.
-void protect_pages(void* addr, std::size_t length, region& r, access a);
 
 /// A name the caller gave (a backend name, maybe from the environment) for
 /// a message or a log line: in double quotes, at most 64 bytes of it,

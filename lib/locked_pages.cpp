@@ -27,6 +27,7 @@
 #include <securememory/error.hpp>
 
 #include <cerrno>
+#include <limits>
 #include <sys/resource.h>
 
 namespace securememory::detail {
@@ -169,6 +170,25 @@ unmap_errors unmap_locked(void* addr, std::size_t length) noexcept {
   if (os::unlock(addr, length) != 0) e.unlock = errno;
   if (os::unmap(addr, length) != 0) e.unmap = errno;
   return e;
+}
+
+std::size_t round_to_pages(std::size_t size, std::size_t extra) {
+  const std::size_t page = os::page_size();
+  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+  if (size == 0) throw error(errc::invalid_size, "secret size must be at least 1 byte");
+  if (size > max - extra || size + extra > max - (page - 1)) {
+    throw error(errc::invalid_size,
+                fmt::format("secret size {} is too large: rounding it to whole pages overflows", size));
+  }
+  return (size + extra + page - 1) / page * page;
+}
+
+void protect_pages(void* addr, std::size_t length, region& r, access a) {
+  if (os::protect(addr, length, page_protection(a)) != 0) {
+    const int err = errno;
+    throw_os_error(errc::protection_failed, "cannot change a secret's memory protection", "mprotect", err);
+  }
+  r.current = a;
 }
 
 }  // namespace securememory::detail

@@ -15,8 +15,11 @@
 // All system calls go through lib/os/.
 #pragma once
 
+#include <securememory/backend.hpp>
+
 #include <cstddef>
 #include <string>
+#include <sys/mman.h>
 
 namespace securememory::detail {
 
@@ -77,5 +80,26 @@ unmap_errors unmap_locked(void* addr, std::size_t length) noexcept;
 /// Text for an error(memlock_limit): names RLIMIT_MEMLOCK and how to raise
 /// it, and that the page caches were already emptied.
 std::string memlock_hint();
+
+// ---- page arithmetic and protection (the page-based backends) ----------------
+
+/// Rounds size up to whole pages, after adding `extra` bytes. Throws
+/// error(invalid_size) for size 0 or when the arithmetic would overflow.
+std::size_t round_to_pages(std::size_t size, std::size_t extra = 0);
+
+/// The mprotect flags for an access level (shared by the page-based backends).
+constexpr int page_protection(access a) noexcept {
+  switch (a) {
+    case access::none: return PROT_NONE;
+    case access::read: return PROT_READ;
+    case access::read_write: return PROT_READ | PROT_WRITE;
+  }
+  return PROT_NONE;
+}
+
+/// mprotect(addr, length, page_protection(a)) through lib/os/, recording
+/// it in r.current; throws error(protection_failed) naming mprotect and
+/// its errno.
+void protect_pages(void* addr, std::size_t length, region& r, access a);
 
 }  // namespace securememory::detail
