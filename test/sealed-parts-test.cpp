@@ -41,8 +41,12 @@ struct plain_source {
     refuse_after = 1000;
     dedicated = 0;
     refuse_dedicated = false;
+    refuse_unlock = false;
   }
-  static inline std::vector<void*> kept;  // reachable until exit: a scratch lives as long as the process
+  // Reachable until the very end (never destroyed, so LeakSanitizer, which
+  // runs after static destructors, still sees them): a scratch lives as long
+  // as the process.
+  static inline std::vector<void*>& kept = *new std::vector<void*>();
   static std::byte* reserve(std::size_t bytes) {
     reserves.fetch_add(1);
     auto* p = static_cast<std::byte*>(std::aligned_alloc(page, bytes));
@@ -64,7 +68,12 @@ struct plain_source {
     dedicated.fetch_sub(1);
     std::free(p);
   }
-  static void unlock(std::byte*, std::size_t) noexcept { unlocks.fetch_add(1); }
+  static inline std::atomic<bool> refuse_unlock{false};
+  static bool unlock(std::byte*, std::size_t) noexcept {
+    if (refuse_unlock.load()) return false;
+    unlocks.fetch_add(1);
+    return true;
+  }
   static scratch_memory memory() { return {reserve, lock, map_dedicated, unmap_dedicated, unlock}; }
 };
 
@@ -188,6 +197,22 @@ TEST_CASE("scratch: idle slabs are unlocked on request, busy ones stay", "[seale
   std::byte* again = s.take(32);  // locked again on demand
   CHECK(s.slabs_locked() == 1);
   s.give(again, 32);
+}
+
+TEST_CASE("scratch: an idle slab the kernel refuses to unlock stays locked, counted and usable", "[sealed-parts][scratch]") {
+  scratch& s = make_scratch(2);
+  s.give(s.take(32), 32);
+  REQUIRE(s.slabs_locked() == 1);
+  plain_source::refuse_unlock = true;
+  CHECK(s.release_idle() == 0);  // nothing was given back to the kernel
+  CHECK(s.slabs_locked() == 1);  // so it is still counted (metrics, VmLck)
+  const auto locks = plain_source::locks.load();
+  std::byte* again = s.take(32);  // and used without locking it again
+  CHECK(plain_source::locks.load() == locks);
+  s.give(again, 32);
+  plain_source::refuse_unlock = false;
+  CHECK(s.release_idle() == page);
+  CHECK(s.slabs_locked() == 0);
 }
 
 TEST_CASE("scratch: after fork every chunk is free again", "[sealed-parts][scratch]") {

@@ -45,7 +45,7 @@ std::byte* map_dedicated_scratch(std::size_t bytes) { return static_cast<std::by
 
 void unmap_dedicated_scratch(std::byte* p, std::size_t bytes) noexcept { (void)unmap_locked(p, bytes); }
 
-void unlock_scratch(std::byte* p, std::size_t bytes) noexcept { (void)os::unlock(p, bytes); }
+bool unlock_scratch(std::byte* p, std::size_t bytes) noexcept { return os::unlock(p, bytes) == 0; }
 
 // A huge block is placed on a 2 MiB boundary (a larger reservation,
 // trimmed) and advised MADV_HUGEPAGE, so the kernel can back it with one

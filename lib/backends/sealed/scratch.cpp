@@ -182,10 +182,11 @@ std::size_t scratch::release_idle() noexcept {
     // a slab with a chunk in use stays.
     std::uint64_t idle = 0;
     if (!sl.taken.compare_exchange_strong(idle, ~std::uint64_t{0}, std::memory_order_acquire)) continue;
-    sl.ready.store(0, std::memory_order_relaxed);
-    memory_.unlock(chunk_of(s, 0), page_);
+    if (memory_.unlock(chunk_of(s, 0), page_)) {
+      sl.ready.store(0, std::memory_order_relaxed);
+      freed += page_;
+    }  // else still locked: it stays ready (and counted) for the next taker
     sl.taken.store(0, std::memory_order_release);
-    freed += page_;
   }
   mutex_.unlock();
   return freed;

@@ -49,8 +49,9 @@ struct scratch_memory {
   std::byte* (*map_dedicated)(std::size_t bytes);
   /// Gives back a map_dedicated() mapping (wiped by the caller).
   void (*unmap_dedicated)(std::byte* p, std::size_t bytes) noexcept;
-  /// Unlocks `bytes` at p (an idle slab, all zero).
-  void (*unlock)(std::byte* p, std::size_t bytes) noexcept;
+  /// Unlocks `bytes` at p (an idle slab, all zero); false when the kernel
+  /// refused (the slab then stays locked, and counted).
+  bool (*unlock)(std::byte* p, std::size_t bytes) noexcept;
 };
 
 /// The scratch of one process (one instance, never destroyed).
