@@ -93,10 +93,7 @@ void run_check(std::string_view name) {
   // children die of SIGSEGV in its runtime now and then (2 runs in 3 here,
   // on checks that pass in every plain and ASan run): TSan's per-thread trace
   // state is not fork-safe. The plain and ASan suites run every proof.
-  if (test::built_with_tsan() && name != "round-trip") {
-    WARN("skipped under ThreadSanitizer: its runtime crashes in forked children now and then");
-    return;
-  }
+  if (name != "round-trip") SM_SKIP_UNDER_TSAN("its runtime crashes in forked children now and then");
   register_user_backend();
   const auto* check = proof::find_check(name);
   REQUIRE(check != nullptr);

@@ -5,6 +5,7 @@
 #include <securememory/backend.hpp>
 
 #include <cstddef>
+#include <cstring>
 #include <new>
 
 namespace test {
@@ -19,6 +20,13 @@ inline securememory::Region heap_region(std::size_t size) {
   r.size = size;
   r.mapped = size;
   return r;
+}
+
+/// Gives back a heap_region(), wiped first, and empties `r`.
+inline void release_heap_region(securememory::Region& r) noexcept {
+  std::memset(r.base, 0, r.size);
+  ::operator delete(r.base);
+  r = securememory::Region{};
 }
 
 }  // namespace test

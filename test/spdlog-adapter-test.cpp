@@ -47,8 +47,7 @@ class failing_release_backend final : public securememory::Backend {
     return std::nullopt;
   }
   void release(securememory::Region& r) override {
-    std::memset(r.base, 0, r.size);
-    ::operator delete(r.base);
+    test::release_heap_region(r);
     throw securememory::error(securememory::errc::release_failed, "spdlog-adapter-test: release fails on purpose");
   }
 };

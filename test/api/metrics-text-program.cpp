@@ -4,9 +4,9 @@
 // on a last line, "# totals in_use locked cached internal".
 #include <securememory/securememory.hpp>
 
+#include "../heap-region.hpp"
+
 #include <cstdio>
-#include <cstring>
-#include <new>
 #include <vector>
 
 namespace {
@@ -15,23 +15,12 @@ namespace {
 class odd_backend final : public securememory::Backend {
  public:
   [[nodiscard]] std::string_view name() const noexcept override { return "odd\"name\\with\nnewline"; }
-  [[nodiscard]] securememory::Region allocate(std::size_t size) override {
-    securememory::Region r;
-    r.base = ::operator new(size);
-    r.data = static_cast<std::byte*>(r.base);
-    r.size = size;
-    r.mapped = size;
-    return r;
-  }
+  [[nodiscard]] securememory::Region allocate(std::size_t size) override { return test::heap_region(size); }
   std::optional<securememory::ViolationKind> protect(securememory::Region& r, securememory::Access a) override {
     r.current = a;
     return std::nullopt;
   }
-  void release(securememory::Region& r) override {
-    std::memset(r.base, 0, r.size);
-    ::operator delete(r.base);
-    r = securememory::Region{};
-  }
+  void release(securememory::Region& r) override { test::release_heap_region(r); }
 };
 
 }  // namespace
