@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Runs the libFuzzer harness for Meson's tests (see test/fuzz/meson.build).
 
-Usage: run.py corpus  HARNESS CORPUS_DIR WORK_DIR
-       run.py session HARNESS CORPUS_DIR WORK_DIR
+Usage: run.py corpus   HARNESS CORPUS_DIR WORK_DIR
+       run.py session  HARNESS CORPUS_DIR WORK_DIR
+       run.py campaign HARNESS CORPUS_DIR WORK_DIR
 
 Both run the harness once per target: each backend the library registers
 (the harness lists backend_names()) alone, then all of them in one process ("all": secrets of different backends inside each other's
@@ -17,6 +18,12 @@ session: fuzzes for $SECUREMEMORY_FUZZ_SECONDS seconds of wall time in total
          over the targets, as many at once as there are cores (at most 2);
          new inputs go to WORK_DIR/fuzz-corpus-TARGET, a crashing input to
          WORK_DIR/fuzz-artifacts/TARGET-*.
+campaign: a fixed number of executions, $SECUREMEMORY_FUZZ_RUNS (default
+         10,000,000) in total, split evenly over the targets and each
+         target's share over as many jobs as there are cores (at most 2,
+         so that no core idles while the last target runs), each job
+         fuzzing from the checked-in corpus into
+         WORK_DIR/fuzz-corpus-TARGET-JOB with libFuzzer's -runs.
 Each target prints one line, and the last line sums them (all written to
 WORK_DIR/fuzz-<mode>.txt): "fuzz-<mode> [TARGET]: N executions in S s,
 K crashes". Exits non-zero on any crash, leak, sanitizer report or
@@ -49,22 +56,22 @@ def targets(env, harness):
     return result
 
 
-def start(mode, harness, corpus, work, env, name, backends, seconds):
+def start(mode, harness, corpus, work, env, name, backends, seconds, runs=0, job=""):
     artifacts = os.path.join(work, "fuzz-artifacts")
-    common = [f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1", "-timeout=30", "-rss_limit_mb=4096"]
+    common = [f"-artifact_prefix={artifacts}/{name}{job}-", "-print_final_stats=1", "-timeout=30", "-rss_limit_mb=4096"]
     inputs = sorted(os.path.join(corpus, f) for f in os.listdir(corpus))
     if mode == "corpus":
         cmd = [harness] + common + inputs
     else:
-        new_corpus = os.path.join(work, f"fuzz-corpus-{name}")
+        new_corpus = os.path.join(work, f"fuzz-corpus-{name}{job}")
         shutil.rmtree(new_corpus, ignore_errors=True)
         os.makedirs(new_corpus)
-        cmd = [harness] + common + [f"-max_total_time={seconds}", "-max_len=1024", "-len_control=100",
-                                    new_corpus, corpus]
-    log = open(os.path.join(work, f"fuzz-{mode}-{name}.log"), "w", encoding="utf-8")
+        limit = f"-runs={runs}" if mode == "campaign" else f"-max_total_time={seconds}"
+        cmd = [harness] + common + [limit, "-max_len=1024", "-len_control=100", new_corpus, corpus]
+    log = open(os.path.join(work, f"fuzz-{mode}-{name}{job}.log"), "w", encoding="utf-8")
     proc = subprocess.Popen(cmd, env=dict(env, SECUREMEMORY_FUZZ_BACKENDS=backends), stdout=log,
                             stderr=subprocess.STDOUT)
-    return {"name": name, "proc": proc, "log": log, "start": time.monotonic(),
+    return {"name": name, "job": job, "proc": proc, "log": log, "start": time.monotonic(),
             "before": set(os.listdir(artifacts))}
 
 
@@ -88,7 +95,7 @@ def finish(mode, work, job):
         executions = len(re.findall(r"^Running: ", out, re.M))
     artifacts = os.path.join(work, "fuzz-artifacts")
     crashes = sorted(os.path.join(artifacts, c) for c in set(os.listdir(artifacts)) - job["before"]
-                     if c.startswith(name + "-"))
+                     if c.startswith(name + job["job"] + "-"))
     if mode == "corpus" and rc != 0:
         # Inputs run from files leave no artifact: the failing one is the
         # last that started and did not finish.
@@ -96,9 +103,9 @@ def finish(mode, work, job):
         finished = set(re.findall(r"^Executed (.*) in ", out, re.M))
         crashes += [f for f in started if f not in finished]
     bad = rc != 0 or bool(crashes)
-    line = f"fuzz-{mode} [{name}]: {executions} executions in {elapsed:.0f} s, {len(crashes)} crashes"
-    if mode == "session":
-        grown = len(os.listdir(os.path.join(work, f"fuzz-corpus-{name}")))
+    line = f"fuzz-{mode} [{name}{job['job']}]: {executions} executions in {elapsed:.0f} s, {len(crashes)} crashes"
+    if mode != "corpus":
+        grown = len(os.listdir(os.path.join(work, f"fuzz-corpus-{name}{job['job']}")))
         line += f", corpus grown by {grown} inputs"
     totals = re.search(r"^secret-fuzz: (\d+) steps, (\d+) injected failures", out, re.M)
     if totals:
@@ -113,7 +120,7 @@ def finish(mode, work, job):
 
 def main():
     mode, harness, corpus, work = sys.argv[1:5]
-    if mode not in ("corpus", "session"):
+    if mode not in ("corpus", "session", "campaign"):
         sys.exit(f"unknown mode {mode}")
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
@@ -126,13 +133,20 @@ def main():
     parallel = 1 if mode == "corpus" else max(1, min(2, os.cpu_count() or 1))
     budget = int(env.get("SECUREMEMORY_FUZZ_SECONDS", "150"))
     seconds = max(1, budget // math.ceil(len(todo) / parallel))
+    runs = 0
+    if mode == "campaign":
+        total = int(env.get("SECUREMEMORY_FUZZ_RUNS", "10000000"))
+        runs = max(1, total // (len(todo) * parallel))
+        todo = [(name, backends, f"-{i}") for name, backends in todo for i in range(parallel)]
+    else:
+        todo = [(name, backends, "") for name, backends in todo]
     begin = time.monotonic()
     results = []
     running = []
     while todo or running:
         while todo and len(running) < parallel:
-            name, backends = todo.pop(0)
-            running.append(start(mode, harness, corpus, work, env, name, backends, seconds))
+            name, backends, job = todo.pop(0)
+            running.append(start(mode, harness, corpus, work, env, name, backends, seconds, runs, job))
         job = running.pop(0)
         results.append(finish(mode, work, job))
         print(results[-1]["line"], flush=True)
