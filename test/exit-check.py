@@ -3,11 +3,14 @@
 closed in the order C++ destroys them (thread_locals, then atexit handlers
 and statics in reverse order of construction, the first static last), the
 library's logger still reporting the injected munmap failure on stderr, and
-no sanitizer report. Usage: exit-check.py PROGRAM"""
+no sanitizer report. With --c-sink the program logs through a C sink
+(securememory_set_log_sink), which must receive that message during exit.
+Usage: exit-check.py PROGRAM [--c-sink]"""
 import subprocess
 import sys
 
-proc = subprocess.run([sys.argv[1]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+c_sink = sys.argv[2:] == ["--c-sink"]
+proc = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                       errors="replace", timeout=120, check=False)
 out, err = proc.stdout.splitlines(), proc.stderr
 problems = []
@@ -27,6 +30,9 @@ if not out or not out[-1].startswith("exit: all secrets closed"):
     problems.append("the last static did not find every secret closed")
 if "munmap" not in err or "closing a secret failed" not in err:
     problems.append("the library did not log the failed munmap during exit (is its logger gone?)")
+if c_sink and not any(line.startswith("c-sink: 4 ") and "closing a secret failed" in line
+                      for line in err.splitlines()):
+    problems.append("the C log sink did not receive the failed munmap's message during exit")
 for marker in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:"):
     if marker in err:
         problems.append(f"sanitizer report: {marker}")
@@ -36,4 +42,5 @@ if problems:
     for p in problems:
         print(f"exit-check: {p}")
     sys.exit(1)
-print(f"exit-check: {len(expected)} holders closed in order during exit; the logger, registry and counters outlived them")
+sink = "the C log sink" if c_sink else "the logger"
+print(f"exit-check: {len(expected)} holders closed in order during exit; {sink}, registry and counters outlived them")

@@ -9,8 +9,11 @@
 // it checks that the counters are back to zero. The first holder constructed
 // after it closes with an injected munmap failure, so the library must still
 // log through its logger during exit. Every holder checks its bytes before
-// closing. Any failure prints a line starting with "FAIL" and ends the
+// closing. With --c-sink, main first installs a C log sink
+// (securememory_set_log_sink) that writes "c-sink: LEVEL MESSAGE" lines to
+// stderr: the C sink, too, must be called during exit. Any failure prints a line starting with "FAIL" and ends the
 // process with _exit(3); success ends with "exit: all secrets closed".
+#include <securememory/securememory.h>
 #include <securememory/securememory.hpp>
 
 #include "os/os.hpp"
@@ -20,6 +23,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <array>
 #include <algorithm>
 #include <memory>
@@ -148,9 +152,23 @@ void at_exit_handler() {
   std::printf("atexit: created and closed ok\n");
 }
 
+// The C sink: plain write(2), nothing that could be gone during exit.
+void c_sink(int level, const char* message, size_t length, void* /*context*/) {
+  const char prefix[] = "c-sink: ";
+  const char digit = static_cast<char>('0' + level);
+  (void)!write(2, prefix, sizeof prefix - 1);
+  (void)!write(2, &digit, 1);
+  (void)!write(2, " ", 1);
+  (void)!write(2, message, length);
+  (void)!write(2, "\n", 1);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--c-sink") == 0 && securememory_set_log_sink(c_sink, nullptr) != 0) {
+    fail("securememory_set_log_sink");
+  }
   std::printf("backends:");
   for (const auto& h : per_backend) std::printf(" %s", h.label().c_str());
   std::printf("\n");

@@ -293,3 +293,43 @@ SM_TEST("fork while another thread logs through the default sink: the child can 
   close(saved);
   CHECK(hung == 0);
 }
+
+SM_TEST("30 forks while two threads use the registries: every child makes a factory and a registry within a second", "[fork][registry]") {
+  SM_SKIP_UNDER_TSAN("fork while other threads run is outside what ThreadSanitizer supports");
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> users;
+  for (int t = 0; t < 2; ++t) {
+    users.emplace_back([&, t] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (t == 0) {
+          (void)securememory::backend_names();
+          (void)securememory::backend_available("protectedmemory");
+        } else {
+          // A registry of its own: made and destroyed under the list's lock.
+          securememory::Registry r;
+          r.add("test-a", [] { return std::shared_ptr<securememory::Backend>(); });
+          (void)r.names();
+        }
+      }
+    });
+  }
+  int failed = 0;
+  for (int i = 0; i < 30; ++i) {
+    const auto c = securememory::proof::run_child(
+        [] {
+          if (securememory::backend_names().empty()) return 2;
+          auto f = securememory::make_factory("protectedmemory");
+          securememory::Registry own;
+          own.add("test-b", [] { return std::shared_ptr<securememory::Backend>(); });
+          return own.names().size() == 1 && f.create_random(8).size() == 8 ? 0 : 3;
+        },
+        false, 1);
+    if (!c.exited || c.exit_code != 0) {
+      ++failed;
+      UNSCOPED_INFO("child " << i << ": " << c.describe());
+    }
+  }
+  stop = true;
+  for (auto& t : users) t.join();
+  CHECK(failed == 0);
+}

@@ -48,8 +48,8 @@ using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 SECUREMEMORY_API LogSink set_log_sink(LogSink sink);
 
 /// Sets the process-wide threshold and returns the previous one: messages
-/// below it are neither formatted nor delivered to any sink (the default
-/// sink included). Default: LogLevel::warn; LogLevel::off silences the
+/// below it are dropped before any sink sees them (the default sink
+/// included). Default: LogLevel::warn; LogLevel::off silences the
 /// library. Thread-safe, never throws.
 SECUREMEMORY_API LogLevel set_log_level(LogLevel level) noexcept;
 
