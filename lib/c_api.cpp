@@ -15,6 +15,7 @@
 // (backend names, error messages) are interned once in a set that is never
 // destroyed, so their pointers stay valid for the life of the process.
 #include "c_api.hpp"
+#include "internal.hpp"
 
 #include <securememory/securememory.h>
 #include <securememory/error.hpp>
@@ -32,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <pthread.h>
 #include <set>
 #include <string>
 #include <string_view>
@@ -93,12 +95,35 @@ const char* last_error_message() noexcept { return last_error.data(); }
 
 // ---- strings with process lifetime ----------------------------------------
 
+namespace {
+
+// Never destroyed: pointers are handed out. Made while the library loads,
+// and its lock held across fork(), so a forked child never waits for a
+// thread it does not have (detail::made_at_load).
+struct interned {
+  std::mutex mutex;
+  std::set<std::string, std::less<>> strings;
+};
+
+interned& interned_strings() {
+  static auto* made = [] {
+    auto* s = new interned();
+    pthread_atfork([] { interned_strings().mutex.lock(); }, [] { interned_strings().mutex.unlock(); },
+                   [] { interned_strings().mutex.unlock(); });
+    return s;
+  }();
+  return *made;
+}
+
+[[maybe_unused]] const bool interned_made_at_load = made_at_load([] { (void)interned_strings(); });
+
+}  // namespace
+
 const char* intern(std::string_view text) {
-  static auto* strings = new std::set<std::string, std::less<>>();  // never destroyed: pointers handed out
-  static auto* mutex = new std::mutex();
-  const std::lock_guard lock(*mutex);
-  auto it = strings->find(text);
-  if (it == strings->end()) it = strings->emplace(text).first;
+  interned& in = interned_strings();
+  const std::lock_guard lock(in.mutex);
+  auto it = in.strings.find(text);
+  if (it == in.strings.end()) it = in.strings.emplace(text).first;
   return it->c_str();
 }
 

@@ -22,6 +22,23 @@ namespace securememory::detail {
 /// handler. Throws error(backend_unavailable) if sodium_init() fails.
 void ensure_initialised();
 
+/// Makes one of the library's process-wide objects while the library loads
+/// (a namespace-scope `const bool x = made_at_load(...)` in its source):
+/// `touch` calls the function that holds it as a function-local static.
+/// A static whose initialisation another thread is running when a third
+/// forks stays "being initialised" in the child for ever, and the child's
+/// first use of it waits for a thread it does not have; made at load, no
+/// thread is ever inside those initialisers. A failure is left for the
+/// first use to report (nothing may throw while the library loads).
+inline bool made_at_load(void (*touch)()) noexcept {
+  try {
+    touch();
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 /// The region a secret holds now, as its backend handed it out (empty for
 /// an empty or released handle). For tests that inspect a backend's
 /// memory; not on any production path.

@@ -68,6 +68,10 @@ void after_fork() noexcept {
 
 constinit std::atomic<LogLevel> threshold{LogLevel::warn};
 
+// Made while the library loads, never by a thread a fork could interrupt
+// (detail::made_at_load).
+[[maybe_unused]] const bool holder_made_at_load = detail::made_at_load([] { (void)holder(); });
+
 }  // namespace
 
 LogSink set_log_sink(LogSink sink) {

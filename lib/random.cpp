@@ -78,10 +78,23 @@ struct generator {
   std::atomic<std::uint64_t> seedings{0};
 };
 
+void before_fork() noexcept;
+void after_fork() noexcept;
+
+// Its lock is held across fork() from the start: a thread seeding for the
+// first time may hold it when another forks.
 generator& the_generator() {
-  static auto* g = new generator();  // never destroyed: used while the process exits
+  static auto* g = [] {
+    auto* made = new generator();  // never destroyed: used while the process exits
+    pthread_atfork(before_fork, after_fork, after_fork);
+    return made;
+  }();
   return *g;
 }
+
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool generator_made_at_load = made_at_load([] { (void)the_generator(); });
 
 header& header_of(std::byte* page) noexcept { return *std::launder(reinterpret_cast<header*>(page)); }
 
@@ -139,7 +152,6 @@ void after_fork() noexcept { the_generator().mutex.unlock(); }
     g.slots = (bytes - sizeof(header)) / sizeof(slot);
     g.locked_generation.store(want, std::memory_order_relaxed);
     g.page.store(page, std::memory_order_release);
-    pthread_atfork(before_fork, after_fork, after_fork);
     add_internal_locked_source(library_metrics_name, locked_bytes);
   }
   if (mapped != nullptr) (void)unmap_locked(mapped, bytes);  // another thread mapped one first (never written)

@@ -105,6 +105,10 @@ std::shared_ptr<backend> make_default_sealed() {
   return *instance;
 }
 
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool sealed_made_at_load = detail::made_at_load([] { (void)make_default_sealed(); });
+
 }  // namespace
 
 Registry::Registry() : impl_(new detail::registry_impl()) {
@@ -226,6 +230,15 @@ Registry& default_registry() {
   }();
   return *instance;
 }
+
+namespace {
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool registries_made_at_load = detail::made_at_load([] {
+  (void)all_registries();
+  (void)default_registry();
+});
+}  // namespace
 
 SecretFactory make_factory(std::string_view backend) { return default_registry().make_factory(backend); }
 

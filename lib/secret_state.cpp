@@ -90,6 +90,13 @@ void ensure_initialised() {
   }
 }
 
+namespace {
+// sodium_init() too: a child never waits for a parent thread inside it.
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool sodium_made_at_load = made_at_load(ensure_initialised);
+}  // namespace
+
 std::uint64_t fork_generation() noexcept { return fork_counter.load(std::memory_order_relaxed); }
 
 // --- secret_state ---------------------------------------------------------

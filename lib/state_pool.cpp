@@ -16,6 +16,8 @@
 // held N secrets keeps N x 64 bytes reserved).
 #include "state_pool.hpp"
 
+#include "internal.hpp"
+
 #include "small_mutex.hpp"
 
 #include <securememory/error.hpp>
@@ -98,6 +100,12 @@ pool& the_pool() noexcept {
   }();
   return *p;
 }
+
+namespace {
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool pool_made_at_load = detail::made_at_load([] { (void)the_pool(); });
+}  // namespace
 
 void lock_pool() noexcept { the_pool().mutex.lock(); }
 void unlock_pool() noexcept { the_pool().mutex.unlock(); }

@@ -43,6 +43,10 @@ handler_holder& holder() {
 void lock_holder() noexcept { holder().mutex.lock(); }
 void unlock_holder() noexcept { holder().mutex.unlock(); }
 
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool holder_made_at_load = detail::made_at_load([] { (void)holder(); });
+
 constinit std::atomic<violation_policy> current_policy{violation_policy::abort};
 
 void default_handler(const Violation& v) {

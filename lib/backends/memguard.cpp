@@ -33,9 +33,11 @@
 #include <sodium.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <sys/mman.h>
 #include <utility>
 
@@ -208,10 +210,21 @@ class memguard final : public backend {
 
 }  // namespace
 
+// Made on first use (its constructor maps a probe block through libsodium,
+// which loading the library must not do), without a function-local static:
+// a thread that forks while another makes the instance leaves its child an
+// empty slot to fill, never an initialisation to wait for. Two threads may
+// both make one; the first published wins and the other is dropped.
 std::shared_ptr<backend> make_memguard() {
   ensure_initialised();
-  static const std::shared_ptr<backend>* instance = new std::shared_ptr<backend>(std::make_shared<memguard>());
-  return *instance;
+  static constinit std::atomic<const std::shared_ptr<backend>*> instance{nullptr};
+  if (const auto* p = instance.load(std::memory_order_acquire)) return *p;
+  auto made = std::make_unique<const std::shared_ptr<backend>>(std::make_shared<memguard>());
+  const std::shared_ptr<backend>* expected = nullptr;
+  if (instance.compare_exchange_strong(expected, made.get(), std::memory_order_acq_rel)) {
+    return *made.release();  // never destroyed, like the registry
+  }
+  return *expected;
 }
 
 }  // namespace securememory::detail

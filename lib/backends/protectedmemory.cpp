@@ -138,4 +138,13 @@ std::shared_ptr<backend> make_protectedmemory() {
   return *instance;
 }
 
+namespace {
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool made_at_load_here = made_at_load([] {
+  (void)cache();
+  (void)make_protectedmemory();
+});
+}  // namespace
+
 }  // namespace securememory::detail

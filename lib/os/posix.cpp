@@ -110,6 +110,12 @@ std::size_t page_size() noexcept {
   return size;
 }
 
+namespace {
+// Read while the library loads: a forked child never finds it half-read by
+// a thread it does not have (detail::made_at_load).
+[[maybe_unused]] const std::size_t page_size_at_load = page_size();
+}  // namespace
+
 void* map_anonymous(std::size_t length) noexcept {
   if (platform::injected(call::mmap)) return nullptr;
   void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | map_anon, -1, 0);

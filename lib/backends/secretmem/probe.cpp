@@ -34,6 +34,10 @@ probe_state& probe() {
   return *instance;
 }
 
+// Made while the library loads (detail::made_at_load): a forked child never
+// finds it half-made by a thread it does not have.
+[[maybe_unused]] const bool probe_made_at_load = made_at_load([] { (void)probe(); });
+
 }  // namespace
 
 bool refused_by_kernel(int err) noexcept { return err == ENOSYS || err == EINVAL || err == EPERM || err == EOPNOTSUPP; }

@@ -301,18 +301,31 @@ void release_cached_slot(void* base, std::size_t length) noexcept {
   forking_instance->evict(static_cast<std::byte*>(base), length);
 }
 
+// The instance, its fork handlers and its metrics source: made while the
+// library loads (detail::made_at_load; nothing here calls the kernel), so a
+// forked child never finds them half-made by a thread it does not have.
+// make_secretmem() hands it out once the kernel's support is known.
+const std::shared_ptr<backend>& instance() {
+  static const std::shared_ptr<backend>* made = [] {
+    auto one = std::make_shared<secretmem>();
+    forking_instance = one.get();
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    add_internal_locked_source("secretmem", []() noexcept { return forking_instance->arenas().unused_bytes(); });
+    return new std::shared_ptr<backend>(std::move(one));  // never destroyed, like the registry
+  }();
+  return *made;
+}
+
+[[maybe_unused]] const bool made_at_load_here = made_at_load([] {
+  (void)cache();
+  (void)instance();
+});
+
 }  // namespace
 
 std::shared_ptr<backend> make_secretmem() {
   secretmem_parts::require_available();
-  static const std::shared_ptr<backend>* instance = [] {
-    auto made = std::make_shared<secretmem>();
-    forking_instance = made.get();
-    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-    add_internal_locked_source("secretmem", []() noexcept { return forking_instance->arenas().unused_bytes(); });
-    return new std::shared_ptr<backend>(std::move(made));  // never destroyed, like the registry
-  }();
-  return *instance;
+  return instance();
 }
 
 }  // namespace securememory::detail
