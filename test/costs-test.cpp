@@ -45,6 +45,21 @@ std::string child_report(const std::function<std::string()>& body) {
 
 std::vector<std::byte> high_bytes(std::size_t n) { return std::vector<std::byte>(n, std::byte{0xA5}); }
 
+// child_report(), with the page cache off and one secret of `backend`
+// already made (the backend's and the generator's own set-up), so that
+// body counts only what each further secret costs.
+std::string after_set_up(const char* backend,
+                         const std::function<std::string(securememory::SecretFactory&, std::vector<Secret>&)>& body) {
+  return child_report([&] {
+    securememory::set_page_cache_limit(0);
+    auto factory = securememory::make_factory(backend);
+    std::vector<Secret> held;
+    held.reserve(1024);
+    held.push_back(factory.create_random(32));
+    return body(factory, held);
+  });
+}
+
 }  // namespace
 
 SM_TEST("per secret: protectedmemory 1 mapping and 1 page; memguard 4 mappings and 3 pages more than it locks", "[costs][map-count]") {
@@ -53,12 +68,7 @@ SM_TEST("per secret: protectedmemory 1 mapping and 1 page; memguard 4 mappings a
   constexpr long n = 64;
   for (const char* name : {"protectedmemory", "memguard"}) {
     CAPTURE(name);
-    const auto text = child_report([&] {
-      securememory::set_page_cache_limit(0);
-      auto factory = securememory::make_factory(name);
-      std::vector<Secret> held;
-      held.reserve(n + 1);
-      held.push_back(factory.create_random(32));  // the backend's and the generator's own set-up
+    const auto text = after_set_up(name, [&](securememory::SecretFactory& factory, std::vector<Secret>& held) {
       const long maps = mapping_count();
       const long vm = test::proc_status_kb("VmSize");
       const long locked = test::proc_status_kb("VmLck");
@@ -89,12 +99,7 @@ SM_TEST("vm.max_map_count bounds protectedmemory at one secret per free mapping,
   constexpr int free_mappings = 400;
   for (const char* name : {"protectedmemory", "memguard"}) {
     CAPTURE(name);
-    const auto text = child_report([&] {
-      securememory::set_page_cache_limit(0);
-      auto factory = securememory::make_factory(name);
-      std::vector<Secret> held;
-      held.reserve(2 * free_mappings);
-      held.push_back(factory.create_random(32));
+    const auto text = after_set_up(name, [&](securememory::SecretFactory& factory, std::vector<Secret>& held) {
       // Use up the map count with one-page mappings that cannot merge
       // (alternating protections), then give back exactly free_mappings.
       std::vector<void*> fillers;

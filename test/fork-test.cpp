@@ -241,11 +241,7 @@ SM_TEST("fork while another thread reports a violation: the child can still set 
   securememory::set_violation_handler(slow_to_copy{});
   securememory::set_violation_policy(securememory::violation_policy::quarantine);
   auto secret = securememory::make_factory("memguard").create_random(16);
-  auto* data = const_cast<std::byte*>(test::address_of(secret));
-  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
-  data[-1] ^= std::byte{1};
-  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
+  test::corrupt_canary(secret);
   parked_in_copy = false;
   park_copies = true;
   std::thread reporter([&] { (void)test::error_of([&] { secret.verify(); }); });

@@ -23,13 +23,7 @@ namespace {
 
 // Overwrites the byte just in front of the secret's data (our canary), as a
 // stray write from elsewhere in the process would.
-void underflow_by_one(const securememory::Secret& s) {
-  auto* data = const_cast<std::byte*>(test::address_of(s));
-  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
-  data[-1] ^= std::byte{0xff};
-  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
-}
+void underflow_by_one(const securememory::Secret& s) { test::corrupt_canary(s, 0xff); }
 
 
 struct recorded {
@@ -287,11 +281,7 @@ TEST_CASE("a violation found while a reader is inside is quarantined when the re
   bool still_readable = false;
   std::optional<errc> found;
   secret.with_bytes([&](std::span<const std::byte> b) {
-    auto* data = const_cast<std::byte*>(b.data());
-    auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-    REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
-    data[-1] ^= std::byte{1};
-    REQUIRE(mprotect(page, 4096, PROT_READ) == 0);
+    REQUIRE(test::flip_byte_before(b.data(), PROT_READ));
     found = test::error_of([&] { secret.verify(); });
     still_readable = b[15] == std::byte{7};  // not wiped under this reader's feet
     CHECK(securememory::metrics().in_use == in_use);
@@ -314,11 +304,7 @@ TEST_CASE("a close() waiting for a reader wakes when that reader runs the deferr
         std::atomic<bool> release{false};
         std::thread reader([&] {
           secret.with_bytes([&](std::span<const std::byte> b) {
-            auto* data = const_cast<std::byte*>(b.data());
-            auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-            if (mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) std::abort();
-            data[-1] ^= std::byte{1};
-            if (mprotect(page, 4096, PROT_READ) != 0) std::abort();
+            if (!test::flip_byte_before(b.data(), PROT_READ)) std::abort();
             corrupted = true;
             while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
           });

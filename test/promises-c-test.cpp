@@ -58,15 +58,6 @@ int create_random_through_c(const char* backend) {
   return rc;
 }
 
-// Overwrites the byte just in front of a memguard secret's data (its canary).
-void corrupt_canary(const securememory::Secret& s) {
-  auto* data = const_cast<std::byte*>(test::address_of(s));
-  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
-  data[-1] ^= std::byte{1};
-  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
-}
-
 }  // namespace
 
 SM_TEST("C API: a C++ callback that throws gives E_CALLBACK_FAILED, without the exception's text; nothing is held", "[promise][c-api]") {
@@ -147,7 +138,7 @@ SM_TEST("C API: securememory_set_violation_handler replaces a handler set throug
   securememory::set_violation_policy(securememory::violation_policy::quarantine);
 
   auto secret = securememory::make_factory("memguard").create_random(24);
-  corrupt_canary(secret);
+  test::corrupt_canary(secret);
   CHECK(test::error_of([&] { secret.verify(); }) == errc::integrity_violation);
   CHECK(seen.calls == 1);
   CHECK(seen.size == 24);
@@ -160,7 +151,7 @@ SM_TEST("C API: securememory_set_violation_handler replaces a handler set throug
   const auto previous = securememory::set_log_sink(
       [&lines](securememory::LogLevel, std::string_view message) { lines.emplace_back(message); });
   auto another = securememory::make_factory("memguard").create_random(24);
-  corrupt_canary(another);
+  test::corrupt_canary(another);
   CHECK(test::error_of([&] { another.verify(); }) == errc::integrity_violation);
   (void)securememory::set_log_sink(previous);
   CHECK(seen.calls == 1);

@@ -154,11 +154,7 @@ SM_TEST("a null violation handler restores the default, which logs the violation
     lines.emplace_back(level, std::string(message));
   });
   auto secret = securememory::make_factory("memguard").create_random(16);
-  auto* data = const_cast<std::byte*>(test::address_of(secret));
-  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
-  data[-1] ^= std::byte{1};  // the canary's last byte
-  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
+  test::corrupt_canary(secret);  // the canary's last byte
   CHECK(test::error_of([&] { secret.verify(); }) == securememory::errc::integrity_violation);
   securememory::set_log_sink(previous);
   REQUIRE(lines.size() == 1);
@@ -289,11 +285,7 @@ SM_TEST("Error::what() never holds a secret byte, for every errc the library thr
     securememory::set_violation_policy(securememory::violation_policy::quarantine);
     auto bytes = secret_bytes();
     auto s = securememory::make_factory("memguard").create(bytes);
-    auto* data = const_cast<std::byte*>(test::address_of(s));
-    auto* pg = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-    REQUIRE(mprotect(pg, 4096, PROT_READ | PROT_WRITE) == 0);
-    data[-1] ^= std::byte{1};
-    REQUIRE(mprotect(pg, 4096, PROT_NONE) == 0);
+    test::corrupt_canary(s);
     s.verify();
   });
   for (const errc expected : {errc::closed, errc::invalid_size, errc::unknown_backend, errc::duplicate_backend,

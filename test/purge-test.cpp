@@ -119,11 +119,7 @@ SM_TEST("purge() from inside a callback and from a violation handler: no deadloc
   auto bystander = factory.create_random(32);
   securememory::set_violation_handler([](const securememory::Violation&) { (void)securememory::purge(); });
   securememory::set_violation_policy(securememory::ViolationPolicy::quarantine);
-  auto* data = const_cast<std::byte*>(test::address_of(corrupted));
-  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(data - 1) & ~std::uintptr_t{4095});
-  REQUIRE(mprotect(page, 4096, PROT_READ | PROT_WRITE) == 0);
-  data[-1] ^= std::byte{1};
-  REQUIRE(mprotect(page, 4096, PROT_NONE) == 0);
+  test::corrupt_canary(corrupted);
   CHECK(test::error_of([&] { corrupted.verify(); }) == errc::integrity_violation);
   CHECK(bystander.is_closed());
   CHECK(corrupted.is_closed());

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace test {
@@ -108,6 +109,19 @@ const std::byte* address_of(const securememory::Secret& s) {
   const std::byte* at = nullptr;
   s.with_bytes([&](std::span<const std::byte> b) { at = b.data(); });  // the address, not the bytes: it leaves the call
   return at;
+}
+
+bool flip_byte_before(const std::byte* data, int protection, unsigned char mask) noexcept {
+  auto* target = const_cast<std::byte*>(data - 1);
+  const auto page_size = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto* page = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(target) & ~(page_size - 1));
+  if (mprotect(page, page_size, PROT_READ | PROT_WRITE) != 0) return false;
+  *target ^= std::byte{mask};
+  return mprotect(page, page_size, protection) == 0;
+}
+
+void corrupt_canary(const securememory::Secret& s, unsigned char mask) {
+  REQUIRE(flip_byte_before(address_of(s), PROT_NONE, mask));
 }
 
 std::vector<std::byte> read_process_memory(const void* addr, std::size_t n) {

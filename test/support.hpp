@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/mman.h>
+
 namespace test {
 
 // ---- metrics --------------------------------------------------------------
@@ -267,6 +269,16 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed = 1);
 
 /// Address of a secret's first byte (read inside with_bytes, used outside).
 const std::byte* address_of(const securememory::Secret& s);
+
+/// Flips the bits of `mask` in the byte just in front of `data` (memguard's
+/// canary), as a stray write would: its page is made writable for the
+/// write, then given `protection` back (PROT_NONE for an idle secret,
+/// PROT_READ inside with_bytes). False when mprotect fails.
+bool flip_byte_before(const std::byte* data, int protection, unsigned char mask = 1) noexcept;
+
+/// flip_byte_before(address_of(s), PROT_NONE) for an idle memguard secret;
+/// the test fails when it cannot.
+void corrupt_canary(const securememory::Secret& s, unsigned char mask = 1);
 
 /// Reads n bytes at addr through /proc/self/mem (works on no-access pages
 /// for root, as on this machine). Fails the test if the read fails.
