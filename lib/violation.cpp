@@ -45,6 +45,7 @@ void unlock_holder() noexcept { holder().mutex.unlock(); }
 
 // Made while the library loads (detail::made_at_load): a forked child never
 // finds it half-made by a thread it does not have.
+// NOLINTNEXTLINE(cert-err58-cpp): made_at_load is noexcept (it catches everything)
 [[maybe_unused]] const bool holder_made_at_load = detail::made_at_load([] { (void)holder(); });
 
 constinit std::atomic<violation_policy> current_policy{violation_policy::abort};

@@ -141,6 +141,7 @@ std::shared_ptr<backend> make_protectedmemory() {
 namespace {
 // Made while the library loads (detail::made_at_load): a forked child never
 // finds it half-made by a thread it does not have.
+// NOLINTNEXTLINE(cert-err58-cpp): made_at_load is noexcept (it catches everything)
 [[maybe_unused]] const bool made_at_load_here = made_at_load([] {
   (void)cache();
   (void)make_protectedmemory();
