@@ -18,15 +18,14 @@
 #include <securememory/securememory.hpp>
 
 #include "internal.hpp"
+#include "proof/support.hpp"
 
 #include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace {
@@ -52,24 +51,12 @@ void first_calls() {
   (void)securememory_error_message(SECUREMEMORY_E_CLOSED);
 }
 
-// Waits for pid up to `seconds`; kills it after. True when it exited 0.
+// Waits for pid up to `seconds` (the proof library's wait, which kills it
+// after). True when it exited 0; otherwise `what` says how it ended.
 bool waited(pid_t pid, int seconds, std::string& what) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  int status = 0;
-  for (;;) {
-    const pid_t got = waitpid(pid, &status, WNOHANG);
-    if (got == pid) break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      (void)waitpid(pid, &status, 0);
-      what = "hung (killed after " + std::to_string(seconds) + " s)";
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-  what = WIFEXITED(status) ? "exited with " + std::to_string(WEXITSTATUS(status))
-                           : "killed by signal " + std::to_string(WTERMSIG(status));
+  const auto c = securememory::proof::wait_child(pid, seconds);
+  if (c.exited && c.exit_code == 0) return true;
+  what = c.describe();
   return false;
 }
 
