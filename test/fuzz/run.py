@@ -10,7 +10,9 @@ Both run the harness once per target: each backend the library registers
 callbacks, sealed's key in a secretmem arena next to secretmem secrets).
 $SECUREMEMORY_FUZZ_BACKENDS (comma-separated) replaces the list of single
 backends; a backend that is not available on this host is reported as
-skipped (the harness exits 77).
+skipped (the harness exits 77). $SECUREMEMORY_FUZZ_TARGETS (comma-separated
+target names, "all" included) keeps only those targets, e.g. to run the
+rest of a campaign whose first targets are done.
 
 corpus:  runs every checked-in input once per target (a regression test).
 session: fuzzes for $SECUREMEMORY_FUZZ_SECONDS seconds of wall time in total
@@ -53,6 +55,9 @@ def targets(env, harness):
     result = [(b, b) for b in singles]
     if len(singles) > 1:
         result.append(("all", ",".join(singles)))
+    keep = [t for t in env.get("SECUREMEMORY_FUZZ_TARGETS", "").split(",") if t]
+    if keep:
+        result = [t for t in result if t[0] in keep]
     return result
 
 
