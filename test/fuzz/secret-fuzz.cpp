@@ -1618,6 +1618,8 @@ class run {
     const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     int status = 0;
     bool hung = false;
+    char hung_state = '?';
+    std::string hung_wchan = "?";
     for (int timeout = fork_timeout_ms;; timeout = fork_timeout_ms / 10) {
       bool exited = false;
       if (pidfd >= 0) {
@@ -1643,6 +1645,8 @@ class run {
       if (state == '?' && ms < 10L * fork_timeout_ms) continue;  // no /proc entry: the next poll sees it
       if (ms >= 10L * fork_timeout_ms || (state != 'R' && state != 'D')) {
         hung = true;
+        hung_state = state;
+        std::ifstream("/proc/" + std::to_string(pid) + "/wchan") >> hung_wchan;
         kill(pid, SIGKILL);
         EXPECT(waitpid(pid, &status, 0) == pid);
         break;
@@ -1652,8 +1656,8 @@ class run {
     if (hung) {
       std::fprintf(stderr,
                    "secret-fuzz: a forked child (fork %s; %d helper thread(s) parked inside a callback) did not finish "
-                   "within %d ms: it hung in: %s\n",
-                   how, parked, fork_timeout_ms, report->stage);
+                   "within %d ms: it hung in: %s (state %c, waiting in %s)\n",
+                   how, parked, fork_timeout_ms, report->stage, hung_state, hung_wchan.c_str());
       violated("a forked child hung (killed; see the line above)", __LINE__);
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
